@@ -1,0 +1,62 @@
+"""The fixed names of DESIGN.md: labels, the field manager, generated object names."""
+
+from __future__ import annotations
+
+import hashlib
+
+FIELD_MANAGER = "baseline-operator"
+OPERATOR_NAMESPACE = "baseline-operator-system"
+OPERATOR_SERVICE_ACCOUNT = "baseline-operator"
+
+MANAGED_BY_KEY = "app.kubernetes.io/managed-by"
+MANAGED_BY_VALUE = "baseline-operator"
+BASELINE_KEY = "security.baseline.dev/baseline"
+APPLIED_PREFIX = "applied.security.baseline.dev/"
+# Set on generated objects: a digest of what the operator wanted when it last wrote them,
+# so that a changed baseline is noticed even where the server keeps extra fields.
+DESIRED_HASH_KEY = "security.baseline.dev/desired-hash"
+
+ALWAYS_EXCLUDED_NAMESPACES = frozenset({"kube-system", "kube-public", "kube-node-lease"})
+
+# Argo CD's tracking marks: never copied onto anything the operator generates.
+ARGOCD_TRACKING_KEYS = frozenset(
+    {"app.kubernetes.io/instance", "argocd.argoproj.io/tracking-id", "argocd.argoproj.io/instance"}
+)
+
+MAX_NAME_LENGTH = 63
+_HASH_LENGTH = 8
+
+
+def applied_label(baseline: str) -> str:
+    """The namespace label key that says a baseline applies there."""
+    return f"{APPLIED_PREFIX}{baseline}"
+
+
+def managed_labels(baseline: str) -> dict[str, str]:
+    """The labels every generated object carries."""
+    return {MANAGED_BY_KEY: MANAGED_BY_VALUE, BASELINE_KEY: baseline}
+
+
+def is_managed(labels: dict[str, str] | None) -> bool:
+    return bool(labels) and labels.get(MANAGED_BY_KEY) == MANAGED_BY_VALUE  # type: ignore[union-attr]
+
+
+def owning_baseline(labels: dict[str, str] | None) -> str | None:
+    """The baseline a generated object belongs to, or None for objects the operator did not make."""
+    if not labels or labels.get(MANAGED_BY_KEY) != MANAGED_BY_VALUE:
+        return None
+    return labels.get(BASELINE_KEY)
+
+
+def object_name(baseline: str, suffix: str) -> str:
+    """`<baseline>-<suffix>`, shortened with a stable hash when it would exceed 63 characters.
+
+    63 is the strictest limit among the kinds generated (a DNS-1123 label); the
+    hash keeps two long names that share a prefix apart.
+    """
+    full = f"{baseline}-{suffix}"
+    if len(full) <= MAX_NAME_LENGTH:
+        return full
+    digest = hashlib.sha256(full.encode()).hexdigest()[:_HASH_LENGTH]
+    head = full[: MAX_NAME_LENGTH - _HASH_LENGTH - 1].rstrip("-.")
+    return f"{head}-{digest}"
