@@ -14,7 +14,14 @@ import re
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field, PlainValidator, StringConstraints, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    Field,
+    PlainValidator,
+    Strict,
+    StringConstraints,
+    WithJsonSchema,
+)
 
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
@@ -142,7 +149,7 @@ Port = Annotated[
         }
     ),
 ]
-PortNumber = Annotated[int, Field(ge=1, le=65535)]
+PortNumber = Annotated[int, Strict(), Field(ge=1, le=65535)]
 Duration = Annotated[str, StringConstraints(pattern=DURATION_PATTERN, max_length=32)]
 PodSecurityVersion = Annotated[str, StringConstraints(pattern=PSA_VERSION_PATTERN, max_length=16)]
 CIDR = Annotated[

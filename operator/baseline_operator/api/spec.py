@@ -15,7 +15,7 @@ import ipaddress
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import ConfigDict, Field, StringConstraints, model_validator
+from pydantic import ConfigDict, Field, StrictBool, StrictInt, StringConstraints, model_validator
 
 from baseline_operator.api.base import ApiModel, cel
 from baseline_operator.api.fields import (
@@ -318,13 +318,13 @@ class NetworkPolicySection(ApiModel):
         ),
         json_schema_extra={"x-kubernetes-list-type": "set"},
     )
-    allow_dns: bool = Field(
+    allow_dns: StrictBool = Field(
         default=False,
         alias="allowDNS",
         description="Allow egress to the cluster DNS (pods labelled k8s-app=kube-dns in "
         "kube-system) on port 53, UDP and TCP.",
     )
-    allow_same_namespace: bool = Field(
+    allow_same_namespace: StrictBool = Field(
         default=False,
         description="Allow traffic between pods of the same namespace, in both directions.",
     )
@@ -401,7 +401,7 @@ class ServiceAccountSpec(ApiModel):
     )
 
     name: DNSLabel = Field(description="Name of the ServiceAccount in every selected namespace.")
-    automount_service_account_token: bool = Field(
+    automount_service_account_token: StrictBool = Field(
         default=False,
         description="Whether pods get this account's API token mounted; off unless they need it.",
     )
@@ -464,7 +464,7 @@ class Subject(ApiModel):
 
 
 class DefaultServiceAccount(ApiModel):
-    automount_service_account_token: bool = Field(
+    automount_service_account_token: StrictBool = Field(
         default=False,
         description="Whether pods that use the namespace's default ServiceAccount get its token.",
     )
@@ -675,7 +675,8 @@ class AdmissionSection(ApiModel):
         json_schema_extra={
             "x-kubernetes-validations": [
                 cel(
-                    "!('Deny' in self.validationActions && 'Warn' in self.validationActions)",
+                    "!has(self.validationActions) || !('Deny' in self.validationActions"
+                    " && 'Warn' in self.validationActions)",
                     "validationActions cannot hold both Deny and Warn",
                     ".validationActions",
                 )
@@ -698,15 +699,15 @@ class AdmissionSection(ApiModel):
         description="Labels every pod (and pod template) must carry.",
         json_schema_extra={"x-kubernetes-list-type": "set"},
     )
-    deny_privileged: bool = Field(default=False, description="Reject privileged containers.")
-    deny_host_namespaces: bool = Field(
+    deny_privileged: StrictBool = Field(default=False, description="Reject privileged containers.")
+    deny_host_namespaces: StrictBool = Field(
         default=False, description="Reject pods that use hostNetwork, hostPID or hostIPC."
     )
-    deny_host_path: bool = Field(default=False, description="Reject hostPath volumes.")
-    require_resource_requests: bool = Field(
+    deny_host_path: StrictBool = Field(default=False, description="Reject hostPath volumes.")
+    require_resource_requests: StrictBool = Field(
         default=False, description="Reject containers without cpu and memory requests."
     )
-    require_run_as_non_root: bool = Field(
+    require_run_as_non_root: StrictBool = Field(
         default=False, description="Reject pods that may run as root (runAsNonRoot unset or false)."
     )
     validation_actions: list[ValidationAction] = Field(
@@ -744,7 +745,7 @@ class AdmissionSection(ApiModel):
 
 
 class WorkloadAuditSection(ApiModel):
-    enabled: bool = Field(
+    enabled: StrictBool = Field(
         default=False,
         description="Check running pods against the hardening checklist and report findings.",
     )
@@ -783,7 +784,7 @@ class SecurityBaselineSpec(ApiModel):
         description="Namespaces never selected, whatever their labels.",
         json_schema_extra={"x-kubernetes-list-type": "set"},
     )
-    priority: int = Field(
+    priority: StrictInt = Field(
         default=0,
         ge=-1_000_000,
         le=1_000_000,
@@ -840,7 +841,7 @@ class SecurityBaselineSpec(ApiModel):
     workload_audit: WorkloadAuditSection | None = Field(
         default=None, description="Report running pods that break the hardening checklist."
     )
-    protect_generated_objects: bool = Field(
+    protect_generated_objects: StrictBool = Field(
         default=False,
         description=(
             "Refuse edits and deletes of generated objects by anyone but the operator"

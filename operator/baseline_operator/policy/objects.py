@@ -54,7 +54,18 @@ NAMESPACED_KINDS: tuple[Kind, ...] = (
 # Cluster-scoped kinds generated once per baseline.
 CLUSTER_KINDS: tuple[Kind, ...] = (VALIDATING_ADMISSION_POLICY, VALIDATING_ADMISSION_POLICY_BINDING)
 ALL_KINDS: tuple[Kind, ...] = (NAMESPACE, *NAMESPACED_KINDS, *CLUSTER_KINDS)
-_BY_API_VERSION_KIND = {(kind.api_version, kind.kind): kind for kind in ALL_KINDS}
+
+# Kinds the operator reads or writes that are not generated objects.
+EVENT = Kind("", "v1", "Event", "events")
+LEASE = Kind("coordination.k8s.io", "v1", "Lease", "leases")
+POD = Kind("", "v1", "Pod", "pods")
+SECURITY_BASELINE = Kind(
+    "security.baseline.dev", "v1alpha1", "SecurityBaseline", "securitybaselines", namespaced=False
+)
+_BY_API_VERSION_KIND = {
+    (kind.api_version, kind.kind): kind
+    for kind in (*ALL_KINDS, EVENT, LEASE, POD, SECURITY_BASELINE)
+}
 
 
 def kind_of(api_version: str, kind: str) -> Kind:

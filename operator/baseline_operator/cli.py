@@ -1,0 +1,205 @@
+"""The `baseline-operator` command line.
+
+Offline commands (crd, render, validate, audit) need no cluster. `run` starts the
+operator on the current kubeconfig or in-cluster config; `demo` starts it against
+an in-process API emulator. Heavy imports (kopf, the Kubernetes client, the
+emulator) happen inside the commands that need them, so offline commands start fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import NoReturn
+
+import click
+import yaml
+
+from baseline_operator.api.crd import build_crd
+from baseline_operator.api.resource import InvalidBaseline
+from baseline_operator.offline.baselines import (
+    InputError,
+    InvalidBaselineInFile,
+    assumed_labels,
+    dump,
+    load_baselines,
+    parse_labels,
+    render_objects,
+    validate_file,
+)
+from baseline_operator.policy.names import OPERATOR_NAMESPACE
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="baseline-operator")
+def main() -> None:
+    """Make every selected namespace converge on a declared security posture."""
+
+
+@main.command()
+def crd() -> None:
+    """Print the SecurityBaseline CustomResourceDefinition."""
+    click.echo(yaml.safe_dump(build_crd(), sort_keys=False), nl=False)
+
+
+@main.command()
+@click.option("-f", "--filename", "path", required=True, help="Baseline file ('-' for stdin).")
+@click.option("--namespace", default="demo", show_default=True, help="Namespace to render for.")
+@click.option(
+    "--labels",
+    default=None,
+    help="The namespace's labels, k=v,... (default: labels that every baseline's"
+    " matchLabels select).",
+)
+@click.option("-o", "--output", type=click.Choice(["yaml", "json"]), default="yaml")
+def render(path: str, namespace: str, labels: str | None, output: str) -> None:
+    """Print what the operator would write in a namespace."""
+    try:
+        baselines = load_baselines(path, click.get_text_stream("stdin"))
+        namespace_labels = (
+            parse_labels(labels) if labels is not None else assumed_labels(baselines)
+        )
+    except InputError as exc:
+        _fail(str(exc))
+    except InvalidBaseline as exc:
+        where = exc.where if isinstance(exc, InvalidBaselineInFile) else path
+        for error in exc.errors:
+            click.echo(f"{where}: {error}", err=True)
+        sys.exit(1)
+    if labels is None:
+        shown = ",".join(f"{key}={value}" for key, value in namespace_labels.items()) or "none"
+        click.echo(f"# namespace {namespace}, labels {shown} (set them with --labels)", err=True)
+    objects, notes = render_objects(baselines, namespace, namespace_labels)
+    for note in notes:
+        click.echo(f"# {note}", err=True)
+    click.echo(dump(objects, output), nl=False)
+
+
+@main.command()
+@click.option("-f", "--filename", "path", required=True, help="Baseline file ('-' for stdin).")
+def validate(path: str) -> None:
+    """Check baselines and report every error with its field path."""
+    try:
+        reports = validate_file(path, click.get_text_stream("stdin"))
+    except InputError as exc:
+        _fail(str(exc))
+    failed = False
+    for report in reports:
+        if report.errors:
+            failed = True
+            click.echo(f"{report.source}: baseline {report.name} is invalid:", err=True)
+            for error in report.errors:
+                click.echo(f"  {error}", err=True)
+        else:
+            click.echo(f"{report.source}: baseline {report.name} is valid")
+    sys.exit(1 if failed else 0)
+
+
+@main.command()
+@click.option(
+    "-f", "--filename", "paths", multiple=True, required=True,
+    help="File or directory of manifests ('-' for stdin); repeatable.",
+)
+@click.option("--baseline", "baseline_file", default=None, help="Check against this baseline.")
+@click.option("-o", "--output", type=click.Choice(["table", "json", "sarif"]), default="table")
+@click.option(
+    "--fail-on",
+    type=click.Choice(["low", "medium", "high", "critical", "never"]),
+    default="high",
+    show_default=True,
+    help="Exit 1 when a finding has at least this severity.",
+)
+def audit(paths: tuple[str, ...], baseline_file: str | None, output: str, fail_on: str) -> None:
+    """Check workload manifests against the hardening checklist (for CI)."""
+    from baseline_operator.offline.audit import AuditInputError, run_audit  # noqa: PLC0415
+    from baseline_operator.policy.checklist import Severity  # noqa: PLC0415
+
+    threshold = None if fail_on == "never" else Severity(fail_on)
+    try:
+        code = run_audit(
+            list(paths),
+            baseline_file,
+            output,
+            threshold,
+            click.get_text_stream("stdin"),
+            click.get_text_stream("stdout"),
+        )
+    except AuditInputError as exc:
+        _fail(str(exc))
+    sys.exit(code)
+
+
+@main.command()
+@click.option(
+    "--namespace",
+    envvar="POD_NAMESPACE",
+    default=OPERATOR_NAMESPACE,
+    show_default=True,
+    help="The operator's own namespace (never selected; holds its leader Lease).",
+)
+@click.option("-v", "--verbose", count=True, help="More logging (-v: debug, -vv: kopf debug).")
+@click.option(
+    "--liveness",
+    default=None,
+    help="Serve a liveness endpoint, e.g. http://0.0.0.0:8080/healthz.",
+)
+@click.option(
+    "--resync-seconds",
+    type=click.IntRange(min=10),
+    default=300,
+    show_default=True,
+    help="How often every namespace is checked again for drift.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1, max=64),
+    default=4,
+    show_default=True,
+    help="Namespaces reconciled at once (the request budget).",
+)
+@click.option(
+    "--leader-election/--no-leader-election",
+    default=True,
+    show_default=True,
+    help="Hold a Lease so that only one replica acts.",
+)
+def run(
+    namespace: str,
+    verbose: int,
+    liveness: str | None,
+    resync_seconds: int,
+    workers: int,
+    leader_election: bool,
+) -> None:
+    """Run the operator against the current kubeconfig or in-cluster config."""
+    from baseline_operator.controller.main import OperatorOptions, run_operator  # noqa: PLC0415
+
+    options = OperatorOptions(
+        namespace=namespace,
+        verbosity=verbose,
+        liveness=liveness,
+        resync_seconds=resync_seconds,
+        workers=workers,
+        leader_election=leader_election,
+    )
+    sys.exit(run_operator(options))
+
+
+@main.command()
+@click.option(
+    "--namespaces", default=8, show_default=True, type=click.IntRange(1, 500),
+    help="How many namespaces the demo creates.",
+)
+def demo(namespaces: int) -> None:
+    """Show the operator converging namespaces, against an in-process API emulator."""
+    from baseline_operator.demo.run import run_demo  # noqa: PLC0415
+
+    sys.exit(run_demo(namespaces))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,118 @@
+"""Starting the operator: logging, the API connection, leadership, and kopf."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import kopf
+import structlog
+
+from baseline_operator.controller.handlers import build_registry
+from baseline_operator.controller.leader import LeaderElector
+from baseline_operator.controller.runtime import RuntimeOptions
+from baseline_operator.kube.client import KubeApi
+from baseline_operator.kube.config import api_client, connection_info, load_configuration
+
+
+@dataclass(frozen=True)
+class OperatorOptions:
+    namespace: str
+    verbosity: int = 0
+    liveness: str | None = None
+    resync_seconds: int = 300
+    workers: int = 4
+    leader_election: bool = True
+
+
+def configure_logging(verbosity: int) -> None:
+    """Structured logs: key=value on a terminal, JSON lines otherwise (for log collectors)."""
+    level = logging.DEBUG if verbosity >= 1 else logging.INFO
+    renderer: Any = (
+        structlog.dev.ConsoleRenderer() if sys.stderr.isatty() else structlog.processors.JSONRenderer()
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso"),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+    )
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # kopf's own debug output is verbose: only at -vv.
+    logging.getLogger("kopf").setLevel(logging.DEBUG if verbosity >= 2 else logging.INFO)
+
+
+def identity() -> str:
+    return os.environ.get("POD_NAME") or socket.gethostname()
+
+
+async def operate(
+    kube: KubeApi,
+    connection: kopf.ConnectionInfo,
+    options: RuntimeOptions,
+    *,
+    stop_flag: asyncio.Event | None = None,
+    ready_flag: asyncio.Event | None = None,
+    liveness: str | None = None,
+    watch_timeout: float = 300,
+) -> None:
+    """Run the operator until `stop_flag` is set (or a signal arrives)."""
+    registry = build_registry()
+
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        return connection
+
+    kopf.on.login(registry=registry)(login)
+    memo = kopf.Memo(kube=kube, options=options, watch_timeout=watch_timeout)
+    await kopf.operator(
+        registry=registry,
+        memo=memo,
+        clusterwide=True,
+        standalone=True,
+        liveness_endpoint=liveness,
+        stop_flag=stop_flag,
+        ready_flag=ready_flag,
+    )
+
+
+def run_operator(options: OperatorOptions) -> int:
+    configure_logging(options.verbosity)
+    configuration = load_configuration()
+    return asyncio.run(_run(configuration, options))
+
+
+async def _run(configuration: Any, options: OperatorOptions) -> int:
+    kube = KubeApi(api_client(configuration), budget=max(4, options.workers * 2))
+    runtime_options = RuntimeOptions(
+        namespace=options.namespace,
+        workers=options.workers,
+        resync_seconds=options.resync_seconds,
+        instance=identity(),
+    )
+    stop = asyncio.Event()
+    holder: asyncio.Task[None] | None = None
+    if options.leader_election:
+        elector = LeaderElector(kube, options.namespace, identity())
+        await elector.acquire()
+        holder = asyncio.create_task(elector.hold(stop))
+    try:
+        await operate(
+            kube, connection_info(configuration), runtime_options,
+            stop_flag=stop, liveness=options.liveness,
+        )
+    finally:
+        if holder is not None:
+            holder.cancel()
+    # Stopping because leadership was lost is a failure: the pod restarts and waits its turn.
+    return 1 if options.leader_election and stop.is_set() else 0

@@ -1,0 +1,83 @@
+"""The checked-in CRD is the generator's output, and the generator emits a structural schema."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from click.testing import CliRunner
+
+from baseline_operator.api.crd import build_crd
+from baseline_operator.cli import main
+
+CRD_FILE = Path(__file__).parents[2] / "crds" / "securitybaselines.security.baseline.dev.yaml"
+
+
+def test_checked_in_crd_equals_generator_output() -> None:
+    result = CliRunner().invoke(main, ["crd"])
+    assert result.exit_code == 0
+    assert CRD_FILE.read_text() == result.output, (
+        "crds/ is stale: run `baseline-operator crd > crds/securitybaselines.security.baseline.dev.yaml`"
+    )
+
+
+def test_crd_names_follow_the_design() -> None:
+    crd = yaml.safe_load(CRD_FILE.read_text())
+    spec = crd["spec"]
+    assert crd["metadata"]["name"] == "securitybaselines.security.baseline.dev"
+    assert spec["group"] == "security.baseline.dev"
+    assert spec["scope"] == "Cluster"
+    assert spec["names"]["kind"] == "SecurityBaseline"
+    assert spec["names"]["shortNames"] == ["sbl"]
+    (version,) = spec["versions"]
+    assert version["name"] == "v1alpha1"
+    assert version["subresources"] == {"status": {}}
+    columns = [column["name"] for column in version["additionalPrinterColumns"]]
+    assert columns == ["Mode", "Selected", "Compliant", "Ready", "Age"]
+
+
+def _walk(node: Any, path: str = "") -> list[tuple[str, dict[str, Any]]]:
+    found: list[tuple[str, dict[str, Any]]] = []
+    if isinstance(node, dict):
+        found.append((path, node))
+        for key, child in node.get("properties", {}).items():
+            found.extend(_walk(child, f"{path}.{key}"))
+        if "items" in node:
+            found.extend(_walk(node["items"], f"{path}[]"))
+        if isinstance(node.get("additionalProperties"), dict):
+            found.extend(_walk(node["additionalProperties"], f"{path}{{}}"))
+    return found
+
+
+def test_schema_is_structural() -> None:
+    schema = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    text = yaml.safe_dump(schema)
+    assert "$ref" not in text
+    assert "$defs" not in text
+    for path, node in _walk(schema):
+        if node.get("x-kubernetes-int-or-string"):
+            assert node["anyOf"] == [{"type": "integer"}, {"type": "string"}], path
+            assert "type" not in node, path
+            continue
+        assert "anyOf" not in node and "oneOf" not in node and "allOf" not in node, path
+        assert node.get("type") in {"object", "array", "string", "integer", "boolean"}, path
+        assert node.get("type") != "null", path
+        if node["type"] == "object":
+            assert "properties" in node or "additionalProperties" in node or node.get(
+                "x-kubernetes-preserve-unknown-fields"
+            ), path
+            assert not ("properties" in node and "additionalProperties" in node), path
+        if node["type"] == "array":
+            assert "items" in node, path
+
+
+def test_cel_rules_have_bounded_inputs() -> None:
+    # The API server estimates CEL cost from maxItems/maxLength/maxProperties;
+    # unbounded lists and strings under a rule make it refuse the CRD.
+    schema = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    for path, node in _walk(schema):
+        if node.get("type") == "array":
+            assert "maxItems" in node, path
+        if node.get("type") == "object" and isinstance(node.get("additionalProperties"), dict):
+            assert "maxProperties" in node, path
