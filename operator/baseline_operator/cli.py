@@ -59,7 +59,7 @@ def crd() -> None:
 def render(path: str, namespace: str, labels: str | None, output: str) -> None:
     """Print what the operator would write in a namespace."""
     try:
-        baselines = load_baselines(path, click.get_text_stream("stdin"))
+        baselines = load_baselines(path, sys.stdin)
         namespace_labels = (
             parse_labels(labels) if labels is not None else assumed_labels(baselines)
         )
@@ -84,7 +84,7 @@ def render(path: str, namespace: str, labels: str | None, output: str) -> None:
 def validate(path: str) -> None:
     """Check baselines and report every error with its field path."""
     try:
-        reports = validate_file(path, click.get_text_stream("stdin"))
+        reports = validate_file(path, sys.stdin)
     except InputError as exc:
         _fail(str(exc))
     failed = False
@@ -125,8 +125,8 @@ def audit(paths: tuple[str, ...], baseline_file: str | None, output: str, fail_o
             baseline_file,
             output,
             threshold,
-            click.get_text_stream("stdin"),
-            click.get_text_stream("stdout"),
+            sys.stdin,
+            sys.stdout,
         )
     except AuditInputError as exc:
         _fail(str(exc))

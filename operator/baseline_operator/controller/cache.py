@@ -18,8 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from baseline_operator.api.resource import (
-    API_VERSION,
-    KIND,
     BaselineMeta,
     InvalidBaseline,
     SecurityBaseline,
@@ -104,8 +102,8 @@ def baseline_entry(body: Mapping[str, Any]) -> BaselineEntry:
     try:
         spec = parse_spec(raw.get("spec"))
         baseline = SecurityBaseline(
-            apiVersion=API_VERSION,
-            kind=KIND,
+            api_version="security.baseline.dev/v1alpha1",
+            kind="SecurityBaseline",
             metadata=BaselineMeta(name=name, uid=metadata.get("uid"),
                                   generation=metadata.get("generation")),
             spec=spec,
@@ -252,11 +250,11 @@ class ClusterView:
             for _, version in index[ref.name] if ref.name in index else ():
                 return version  # type: ignore[no-any-return]
             return None
-        index = self.indexes.get(object_index_name(ref.kind))
+        objects = self.indexes.get(object_index_name(ref.kind))
         key = ref.namespace or ""
-        if index is None or key not in index:
+        if objects is None or key not in objects:
             return None
-        for observed, version in index[key]:
+        for observed, version in objects[key]:
             if observed.ref == ref:
                 return version  # type: ignore[no-any-return]
         return None

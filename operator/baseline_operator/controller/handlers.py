@@ -34,19 +34,21 @@ def runtime_of(memo: Any) -> Runtime:
     return runtime
 
 
-def on_baseline_event(event: dict[str, Any], body: Any, memo: Any, **_: Any) -> None:
+def on_baseline_event(event: kopf.RawEvent, body: kopf.Body, memo: Any, **_: Any) -> None:
     runtime_of(memo).on_baseline(event.get("type"), body)
 
 
-def on_namespace_event(event: dict[str, Any], body: Any, memo: Any, **_: Any) -> None:
+def on_namespace_event(event: kopf.RawEvent, body: kopf.Body, memo: Any, **_: Any) -> None:
     runtime_of(memo).on_namespace(event.get("type"), body)
 
 
-def on_object_event(event: dict[str, Any], body: Any, memo: Any, **_: Any) -> None:
+def on_object_event(event: kopf.RawEvent, body: kopf.Body, memo: Any, **_: Any) -> None:
     runtime_of(memo).on_object(event.get("type"), body)
 
 
-async def finalize_baseline(name: str, memo: Any, logger: logging.Logger, **_: Any) -> None:
+async def finalize_baseline(
+    name: str, memo: Any, logger: logging.Logger | logging.LoggerAdapter[Any], **_: Any
+) -> None:
     remains = await runtime_of(memo).finalize(name)
     if remains:
         shown = ", ".join(remains[:5]) + (f" (+{len(remains) - 5} more)" if len(remains) > 5 else "")
@@ -57,12 +59,12 @@ async def finalize_baseline(name: str, memo: Any, logger: logging.Logger, **_: A
 def build_registry() -> kopf.OperatorRegistry:
     """A registry with every handler of the operator (a fresh one per operator run)."""
     registry = kopf.OperatorRegistry()
-    baselines = {"group": GROUP, "version": VERSION, "plural": PLURAL}
 
     kopf.on.startup(registry=registry)(operator_settings.configure)
     kopf.on.cleanup(registry=registry)(operator_settings.shut_down)
 
-    kopf.index(**baselines, id=BASELINE_INDEX, registry=registry)(_index_baseline)
+    kopf.index(group=GROUP, version=VERSION, plural=PLURAL, id=BASELINE_INDEX,
+               registry=registry)(_index_baseline)
     kopf.index(group="", version="v1", plural="namespaces", id=NAMESPACE_INDEX,
                registry=registry)(_index_namespace)
     for kind in (*NAMESPACED_KINDS, *CLUSTER_KINDS):
@@ -71,10 +73,12 @@ def build_registry() -> kopf.OperatorRegistry:
         kopf.on.event(group=kind.group, version=kind.version, plural=kind.plural,
                       id=f"{kind.plural}_event", registry=registry)(on_object_event)
 
-    kopf.on.event(**baselines, id="baseline_event", registry=registry)(on_baseline_event)
+    kopf.on.event(group=GROUP, version=VERSION, plural=PLURAL, id="baseline_event",
+                  registry=registry)(on_baseline_event)
     kopf.on.event(group="", version="v1", plural="namespaces", id="namespace_event",
                   registry=registry)(on_namespace_event)
-    kopf.on.delete(**baselines, id="cleanup", registry=registry)(finalize_baseline)
+    kopf.on.delete(group=GROUP, version=VERSION, plural=PLURAL, id="cleanup",
+                   registry=registry)(finalize_baseline)
     return registry
 
 

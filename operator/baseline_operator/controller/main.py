@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
 import sys
+import urllib.parse
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp.web
 import kopf
 import structlog
 
@@ -53,13 +57,36 @@ def configure_logging(verbosity: int) -> None:
     logging.getLogger("kopf").setLevel(logging.DEBUG if verbosity >= 2 else logging.INFO)
 
 
+@contextlib.asynccontextmanager
+async def serving_liveness(endpoint: str | None) -> AsyncIterator[None]:
+    """Answer 200 on the liveness endpoint until the block ends (kopf serves it afterwards)."""
+    if not endpoint:
+        yield
+        return
+    url = urllib.parse.urlsplit(endpoint)
+
+    async def alive(_: aiohttp.web.Request) -> aiohttp.web.StreamResponse:
+        return aiohttp.web.json_response({"leader": False, "waiting": True})
+
+    app = aiohttp.web.Application()
+    app.router.add_get(url.path or "/", alive)
+    runner = aiohttp.web.AppRunner(app)
+    await runner.setup()
+    site = aiohttp.web.TCPSite(runner, url.hostname, url.port or 80)
+    await site.start()
+    try:
+        yield
+    finally:
+        await runner.cleanup()
+
+
 def identity() -> str:
     return os.environ.get("POD_NAME") or socket.gethostname()
 
 
 async def operate(
     kube: KubeApi,
-    connection: kopf.ConnectionInfo,
+    connection: Callable[[], kopf.ConnectionInfo],
     options: RuntimeOptions,
     *,
     stop_flag: asyncio.Event | None = None,
@@ -71,7 +98,8 @@ async def operate(
     registry = build_registry()
 
     def login(**_: Any) -> kopf.ConnectionInfo:
-        return connection
+        # Read afresh on every login: in a pod, the service account token is rotated.
+        return connection()
 
     kopf.on.login(registry=registry)(login)
     memo = kopf.Memo(kube=kube, options=options, watch_timeout=watch_timeout)
@@ -104,11 +132,13 @@ async def _run(configuration: Any, options: OperatorOptions) -> int:
     holder: asyncio.Task[None] | None = None
     if options.leader_election:
         elector = LeaderElector(kube, options.namespace, identity())
-        await elector.acquire()
+        # A replica waiting for its turn is alive: answer the liveness probe meanwhile.
+        async with serving_liveness(options.liveness):
+            await elector.acquire()
         holder = asyncio.create_task(elector.hold(stop))
     try:
         await operate(
-            kube, connection_info(configuration), runtime_options,
+            kube, lambda: connection_info(configuration), runtime_options,
             stop_flag=stop, liveness=options.liveness,
         )
     finally:

@@ -160,9 +160,10 @@ class Reconciler:
         if changes.labels is not None:
             ref = ObjectRef(NAMESPACE, None, state.name)
             before = self.view.watched_version(ref)
-            body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": state.name}}
+            metadata: dict[str, Any] = {"name": state.name}
             if changes.labels:
-                body["metadata"]["labels"] = changes.labels
+                metadata["labels"] = changes.labels
+            body = {"apiVersion": "v1", "kind": "Namespace", "metadata": metadata}
             try:
                 answer = await self.kube.apply(body)
             except ApiError as exc:
@@ -374,15 +375,15 @@ class Reconciler:
                 failures[item.desired.ref] = str(exc)
                 continue
             self.view.writes.record(item.desired.ref, before, answer.body)
-        for item in sorted(deletes, key=lambda d: d.ref.kind.kind, reverse=True):  # bindings first
-            before = self.view.watched_version(item.ref)
+        for gone in sorted(deletes, key=lambda d: d.ref.kind.kind, reverse=True):  # bindings first
+            before = self.view.watched_version(gone.ref)
             try:
-                await self.kube.delete(item.ref, item.uid)
+                await self.kube.delete(gone.ref, gone.uid)
             except ApiError as exc:
                 if not exc.conflict:
-                    failures[item.ref] = str(exc)
+                    failures[gone.ref] = str(exc)
                 continue
-            self.view.writes.record(item.ref, before, None)
+            self.view.writes.record(gone.ref, before, None)
         return failures
 
     # ------------------------------------------------------------------ status

@@ -186,7 +186,7 @@ class KubeApi:
         raw = self.api_client.call_api(
             method, url, header_params=headers, body=serialized, _request_timeout=self.timeout
         )
-        data = raw.read()
+        data: bytes = raw.read()  # type: ignore[no-untyped-call]
         try:
             parsed = json.loads(data) if data else {}
         except ValueError:

@@ -13,9 +13,13 @@ def load_configuration() -> k8s.Configuration:
     """In-cluster configuration when running in a pod, else the current kubeconfig."""
     configuration = k8s.Configuration()
     if os.environ.get("KUBERNETES_SERVICE_HOST"):
-        k8s_config.load_incluster_config(client_configuration=configuration)
+        k8s_config.load_incluster_config(  # type: ignore[no-untyped-call]
+            client_configuration=configuration
+        )
     else:
-        k8s_config.load_kube_config(client_configuration=configuration)
+        k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
+            client_configuration=configuration
+        )
     return configuration
 
 

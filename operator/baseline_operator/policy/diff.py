@@ -231,7 +231,7 @@ def covers(actual: Any, desired: Any) -> bool:
 
 
 def _empty(value: Any) -> bool:
-    return value == {} or value == []
+    return bool(value == {} or value == [])
 
 
 def _same_quantity(actual: Any, desired: Any) -> bool:
@@ -241,7 +241,7 @@ def _same_quantity(actual: Any, desired: Any) -> bool:
     if not isinstance(actual, str | int) or not isinstance(desired, str | int):
         return False
     try:
-        return parse_quantity(actual) == parse_quantity(desired)
+        return bool(parse_quantity(actual) == parse_quantity(desired))
     except ValueError:
         return False
 

@@ -15,12 +15,12 @@ from baseline_operator.policy.names import (
 
 def matches_selector(selector: LabelSelector, labels: Mapping[str, str]) -> bool:
     """metav1.LabelSelector semantics: every matchLabels pair and every expression holds."""
-    for key, value in selector.match_labels.items():
-        if labels.get(key) != value:
+    for key, wanted in selector.match_labels.items():
+        if labels.get(key) != wanted:
             return False
     for requirement in selector.match_expressions:
         present = requirement.key in labels
-        value = labels.get(requirement.key)
+        value: str | None = labels.get(requirement.key)
         match requirement.operator:
             case SelectorOperator.IN:
                 ok = present and value in requirement.values

@@ -1,0 +1,1 @@
+"""The running operator: kopf handlers, settings, work queue, reconciler, leadership."""

@@ -1,0 +1,1 @@
+"""Commands that need no cluster: reading baselines and manifests, rendering, auditing."""
