@@ -20,7 +20,7 @@ INDEX_NAMES = (
 )
 
 
-def configure(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) -> None:
     # kopf's own finalizer and bookkeeping live on the SecurityBaseline, under our prefix.
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)

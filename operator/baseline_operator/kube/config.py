@@ -33,6 +33,9 @@ def configuration_for(url: str) -> k8s.Configuration:
 
 def api_client(configuration: k8s.Configuration, pool_size: int = 16) -> k8s.ApiClient:
     configuration.connection_pool_maxsize = pool_size
+    # urllib3 would otherwise retry some 429/503 answers itself, out of the request budget's
+    # sight; KubeApi retries with its own backoff instead.
+    configuration.retries = False
     return k8s.ApiClient(configuration)
 
 

@@ -1,0 +1,273 @@
+"""`baseline-operator demo`: the real operator loop against an in-process API emulator.
+
+It creates namespaces (one with an object of a wanted name that someone else
+made), applies the example baselines embedded in the package, runs the
+operator until every baseline reports on its current generation, shows what
+each namespace now holds, then edits and deletes generated objects to show
+drift being repaired, and prints the baselines' status the way
+`kubectl get sbl` and `kubectl describe sbl` would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from importlib import resources
+from typing import Any, TextIO
+
+import kopf
+import yaml
+
+from baseline_operator.controller.main import operate
+from baseline_operator.controller.runtime import RuntimeOptions
+from baseline_operator.demo.emulator import running_emulator
+from baseline_operator.kube.client import KubeApi, collection_path
+from baseline_operator.kube.config import api_client, configuration_for
+from baseline_operator.policy.names import APPLIED_PREFIX, is_managed
+from baseline_operator.policy.objects import (
+    NAMESPACE,
+    NAMESPACED_KINDS,
+    NETWORK_POLICY,
+    ROLE_BINDING,
+    SECURITY_BASELINE,
+    Kind,
+)
+
+ENFORCE = "pod-security.kubernetes.io/enforce"
+TIMEOUT = 60.0
+
+# (name, labels): a mix that exercises selection, exclusion, layering and Audit mode.
+_SHAPES: list[tuple[str, dict[str, str]]] = [
+    ("shop", {"env": "production"}),
+    ("payments", {"env": "production"}),
+    ("web", {"security.baseline.dev/tier": "starter"}),
+    ("staging-api", {"env": "staging"}),
+    ("legacy-app", {"env": "production"}),  # excluded by name in the production baseline
+    ("batch", {"security.baseline.dev/tier": "starter", "env": "production"}),  # both layer
+    ("sandbox", {}),  # selected by nothing
+    ("reports", {"env": "production"}),
+]
+
+
+def demo_namespaces(count: int) -> list[tuple[str, dict[str, str]]]:
+    chosen = list(_SHAPES[:count])
+    for index in range(len(chosen), count):
+        name, labels = _SHAPES[index % len(_SHAPES)]
+        chosen.append((f"{name}-{index}", labels))
+    return chosen
+
+
+def example_baselines() -> list[dict[str, Any]]:
+    folder = resources.files("baseline_operator.demo").joinpath("examples")
+    documents: list[dict[str, Any]] = []
+    for entry in sorted(folder.iterdir(), key=lambda item: item.name):
+        if entry.name.endswith(".yaml"):
+            documents.extend(doc for doc in yaml.safe_load_all(entry.read_text()) if doc)
+    return documents
+
+
+def run_demo(namespaces: int, out: TextIO | None = None) -> int:
+    import sys  # noqa: PLC0415 - the default stream, resolved when called
+
+    return asyncio.run(demo(namespaces, out or sys.stdout))
+
+
+async def demo(count: int, out: TextIO) -> int:
+    def say(text: str = "") -> None:
+        print(text, file=out, flush=True)
+
+    async with running_emulator() as (_, url):
+        client = api_client(configuration_for(url))
+        kube = KubeApi(client)
+        namespaces = demo_namespaces(count)
+        for name, labels in namespaces:
+            await kube.create(NAMESPACE, None, {"apiVersion": "v1", "kind": "Namespace",
+                                                "metadata": {"name": name, "labels": labels}})
+        foreign = "payments" if any(name == "payments" for name, _ in namespaces) else None
+        if foreign:
+            await kube.create(NETWORK_POLICY, foreign, {
+                "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                "metadata": {"name": "production-default-deny", "namespace": foreign},
+                "spec": {"podSelector": {}, "policyTypes": ["Ingress"]},
+            })
+        baselines = example_baselines()
+        for body in baselines:
+            await kube.create(SECURITY_BASELINE, None, body)
+        names = [body["metadata"]["name"] for body in baselines]
+
+        say("baseline-operator demo: the real operator loop against an in-process API emulator")
+        say(f"  {len(namespaces)} namespaces, {len(names)} SecurityBaselines: {', '.join(names)}")
+        if foreign:
+            say(f"  already there, made by someone else: NetworkPolicy {foreign}/production-default-deny")
+        say()
+
+        stop = asyncio.Event()
+        options = RuntimeOptions(resync_seconds=3600, workers=4)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        operator = asyncio.create_task(
+            operate(kube, lambda: kopf.ConnectionInfo(server=url), options, stop_flag=stop,
+                    watch_timeout=60)
+        )
+        try:
+            say("converging")
+            settled = await _wait(
+                lambda: _progress(kube, names, say, started, loop.time), TIMEOUT
+            )
+            if not settled:
+                say(f"  not settled within {TIMEOUT:.0f}s")
+                return 1
+            say()
+            await _show_namespaces(kube, namespaces, say)
+            say()
+            await _show_drift_repair(kube, namespaces, say, loop.time)
+            say()
+            await _show_baselines(kube, names, say)
+        finally:
+            client.close()  # open pooled connections would hold kopf's shutdown for seconds
+            stop.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await operator
+    return 0
+
+
+async def _wait(check: Callable[[], Awaitable[bool]], timeout: float, every: float = 0.1) -> bool:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        if await check():
+            return True
+        await asyncio.sleep(every)
+    return False
+
+
+async def _list(kube: KubeApi, kind: Kind, namespace: str | None = None) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = (
+        await kube.request("GET", collection_path(kind, namespace))
+    ).body.get("items", [])
+    return items
+
+
+_last_line: dict[str, str] = {}
+
+
+async def _progress(
+    kube: KubeApi, names: list[str], say: Callable[[str], None], started: float,
+    clock: Callable[[], float],
+) -> bool:
+    baselines = {item["metadata"]["name"]: item for item in await _list(kube, SECURITY_BASELINE)}
+    reported = 0
+    for name in names:
+        body = baselines.get(name, {})
+        status = body.get("status") or {}
+        ready = next((c for c in status.get("conditions", []) if c.get("type") == "Ready"), None)
+        if (
+            ready is not None
+            and status.get("observedGeneration") == body["metadata"].get("generation")
+            and ready.get("reason") != "Reconciling"
+        ):
+            reported += 1
+    labelled = sum(
+        1 for item in await _list(kube, NAMESPACE)
+        if any(key.startswith(APPLIED_PREFIX) for key in item["metadata"].get("labels", {}))
+    )
+    line = f"  {labelled} namespaces carry a baseline; {reported}/{len(names)} baselines report"
+    if _last_line.get("progress") != line:
+        _last_line["progress"] = line
+        say(f"  {clock() - started:5.2f}s{line[1:]}")
+    return reported == len(names)
+
+
+async def _show_namespaces(
+    kube: KubeApi, namespaces: list[tuple[str, dict[str, str]]], say: Callable[[str], None]
+) -> None:
+    by_namespace: dict[str, Counter[str]] = {}
+    for kind in NAMESPACED_KINDS:
+        for item in await _list(kube, kind):
+            if is_managed(item["metadata"].get("labels")):
+                by_namespace.setdefault(item["metadata"]["namespace"], Counter())[kind.kind] += 1
+    labels = {item["metadata"]["name"]: item["metadata"].get("labels", {})
+              for item in await _list(kube, NAMESPACE)}
+    say(f"{'NAMESPACE':<14}{'BASELINES':<22}{'ENFORCE':<12}GENERATED OBJECTS")
+    for name, _ in namespaces:
+        applied = sorted(key.removeprefix(APPLIED_PREFIX) for key in labels.get(name, {})
+                         if key.startswith(APPLIED_PREFIX))
+        counts = by_namespace.get(name, Counter())
+        objects = ", ".join(f"{kind} {number}" for kind, number in sorted(counts.items())) or "-"
+        say(f"{name:<14}{','.join(applied) or '-':<22}{labels.get(name, {}).get(ENFORCE, '-'):<12}"
+            f"{objects}")
+
+
+async def _show_drift_repair(
+    kube: KubeApi, namespaces: list[tuple[str, dict[str, str]]], say: Callable[[str], None],
+    clock: Callable[[], float],
+) -> None:
+    target = next((name for name, labels in namespaces if labels == {"env": "production"}
+                   and name not in ("payments", "legacy-app")), None)
+    if target is None:
+        return
+    say("drift")
+    policy_path = collection_path(NETWORK_POLICY, target) + "/production-default-deny"
+    started = clock()
+    await kube.request("DELETE", policy_path)
+
+    async def recreated() -> bool:
+        try:
+            body = (await kube.request("GET", policy_path)).body
+        except Exception:  # noqa: BLE001 - not there yet
+            return False
+        return is_managed(body["metadata"].get("labels"))
+
+    if await _wait(recreated, 10, every=0.02):
+        say(f"  deleted NetworkPolicy {target}/production-default-deny: recreated after"
+            f" {clock() - started:.2f}s")
+
+    namespace_path = collection_path(NAMESPACE, None) + f"/{target}"
+    started = clock()
+    await kube.request("PATCH", namespace_path, content_type="application/merge-patch+json",
+                       body={"metadata": {"labels": {ENFORCE: "privileged"}}})
+
+    async def restored() -> bool:
+        body = (await kube.request("GET", namespace_path)).body
+        return bool(body["metadata"].get("labels", {}).get(ENFORCE) == "restricted")
+
+    if await _wait(restored, 10, every=0.02):
+        say(f"  set {ENFORCE}=privileged on {target}: restored to restricted after"
+            f" {clock() - started:.2f}s")
+
+    binding_path = collection_path(ROLE_BINDING, target) + "/production-viewers"
+    started = clock()
+    await kube.request("PATCH", binding_path, content_type="application/merge-patch+json",
+                       body={"subjects": [{"kind": "Group", "name": "everyone",
+                                           "apiGroup": "rbac.authorization.k8s.io"}]})
+
+    async def rebound() -> bool:
+        body = (await kube.request("GET", binding_path)).body
+        return bool(body.get("subjects", [{}])[0].get("name") == "team-a")
+
+    if await _wait(rebound, 10, every=0.02):
+        say(f"  rebound RoleBinding {target}/production-viewers to group 'everyone':"
+            f" repaired after {clock() - started:.2f}s")
+
+
+async def _show_baselines(kube: KubeApi, names: list[str], say: Callable[[str], None]) -> None:
+    baselines = {item["metadata"]["name"]: item for item in await _list(kube, SECURITY_BASELINE)}
+    say(f"{'NAME':<22}{'MODE':<9}{'SELECTED':<10}{'COMPLIANT':<11}READY")
+    for name in names:
+        status = baselines[name].get("status") or {}
+        counts = status.get("namespaces") or {}
+        ready = next((c for c in status.get("conditions", []) if c["type"] == "Ready"), {})
+        say(f"{name:<22}{baselines[name]['spec'].get('mode', 'Enforce'):<9}"
+            f"{counts.get('selected', 0):<10}{counts.get('compliant', 0):<11}{ready.get('status', '')}")
+    for name in names:
+        status = baselines[name].get("status") or {}
+        say()
+        say(f"SecurityBaseline {name}")
+        say("  Conditions:")
+        for condition in status.get("conditions", []):
+            say(f"    {condition['type']:<11}{condition['status']:<6}{condition['reason']:<16}"
+                f"{condition['message']}")
+        for report in status.get("nonCompliant", []):
+            say(f"  Not compliant: {report['namespace']}: {report['reason']}: {report['message']}")
