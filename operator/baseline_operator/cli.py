@@ -60,9 +60,7 @@ def render(path: str, namespace: str, labels: str | None, output: str) -> None:
     """Print what the operator would write in a namespace."""
     try:
         baselines = load_baselines(path, sys.stdin)
-        namespace_labels = (
-            parse_labels(labels) if labels is not None else assumed_labels(baselines)
-        )
+        namespace_labels = parse_labels(labels) if labels is not None else assumed_labels(baselines)
     except InputError as exc:
         _fail(str(exc))
     except InvalidBaseline as exc:
@@ -101,7 +99,11 @@ def validate(path: str) -> None:
 
 @main.command()
 @click.option(
-    "-f", "--filename", "paths", multiple=True, required=True,
+    "-f",
+    "--filename",
+    "paths",
+    multiple=True,
+    required=True,
     help="File or directory of manifests ('-' for stdin); repeatable.",
 )
 @click.option("--baseline", "baseline_file", default=None, help="Check against this baseline.")
@@ -191,7 +193,10 @@ def run(
 
 @main.command()
 @click.option(
-    "--namespaces", default=8, show_default=True, type=click.IntRange(1, 500),
+    "--namespaces",
+    default=8,
+    show_default=True,
+    type=click.IntRange(1, 500),
     help="How many namespaces the demo creates.",
 )
 def demo(namespaces: int) -> None:

@@ -142,7 +142,9 @@ async def test_namespace_resource_paths_serve_namespaces(cluster: Cluster) -> No
     labels = {"metadata": {"labels": {"x": "1"}}}
     patched = await cluster.call(core.patch_namespace, "team-a", labels)
     assert patched.metadata.labels == {
-        "env": "prod", "x": "1", "kubernetes.io/metadata.name": "team-a"
+        "env": "prod",
+        "x": "1",
+        "kubernetes.io/metadata.name": "team-a",
     }
     status = await cluster.call(core.read_namespace_status, "team-a")
     assert status.status.phase == "Active"
@@ -241,8 +243,14 @@ async def test_server_fills_uid_timestamps_versions_and_generation(cluster: Clus
     # A write that changes nothing stores nothing: same resourceVersion.
     _, same, _ = await cluster.raw("PATCH", path, {"spec": {"priority": 2}}, content_type=MERGE)
     assert same["metadata"]["resourceVersion"] == changed["metadata"]["resourceVersion"]
-    assert len(cluster.emulator.objects["security.baseline.dev/v1alpha1/securitybaselines",
-                                        None, "first"].history) == 3
+    assert (
+        len(
+            cluster.emulator.objects[
+                "security.baseline.dev/v1alpha1/securitybaselines", None, "first"
+            ].history
+        )
+        == 3
+    )
 
 
 # ---------------------------------------------------------------------------- 4. server-side apply
@@ -281,8 +289,11 @@ async def test_apply_keeps_fields_another_manager_still_applies(cluster: Cluster
 
     async def apply(manager: str, labels: dict[str, str]) -> dict[str, str]:
         applied = await cluster.call(
-            core.patch_namespace, "team-a", namespace("team-a", **labels),
-            field_manager=manager, _content_type=APPLY,
+            core.patch_namespace,
+            "team-a",
+            namespace("team-a", **labels),
+            field_manager=manager,
+            _content_type=APPLY,
         )
         return dict(applied.metadata.labels)
 
@@ -299,8 +310,11 @@ async def test_apply_accepts_a_yaml_body(cluster: Cluster) -> None:
         "metadata:\n  name: app\n  namespace: team-a\nautomountServiceAccountToken: false\n"
     )
     status, created, _ = await cluster.raw(
-        "PATCH", "/api/v1/namespaces/team-a/serviceaccounts/app", document,
-        query={"fieldManager": "baseline-operator"}, content_type=APPLY,
+        "PATCH",
+        "/api/v1/namespaces/team-a/serviceaccounts/app",
+        document,
+        query={"fieldManager": "baseline-operator"},
+        content_type=APPLY,
     )
     assert status == 201
     assert created["automountServiceAccountToken"] is False
@@ -312,7 +326,9 @@ async def test_apply_accepts_a_yaml_body(cluster: Cluster) -> None:
 async def test_merge_patch_null_deletes_a_key(cluster: Cluster) -> None:
     await cluster.call(cluster.core.create_namespace, namespace("team-a", a="1", b="2"))
     _, patched, _ = await cluster.raw(
-        "PATCH", "/api/v1/namespaces/team-a", {"metadata": {"labels": {"a": None}}},
+        "PATCH",
+        "/api/v1/namespaces/team-a",
+        {"metadata": {"labels": {"a": None}}},
         content_type=MERGE,
     )
     assert patched["metadata"]["labels"] == {"b": "2", "kubernetes.io/metadata.name": "team-a"}
@@ -356,8 +372,10 @@ async def test_json_patch_test_failure_is_unprocessable(cluster: Cluster) -> Non
 
 async def test_put_with_a_stale_resource_version_conflicts(cluster: Cluster) -> None:
     lease = {
-        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-        "metadata": {"name": "leader", "namespace": "default"}, "spec": {"holderIdentity": "a"},
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {"name": "leader", "namespace": "default"},
+        "spec": {"holderIdentity": "a"},
     }
     path = "/apis/coordination.k8s.io/v1/namespaces/default/leases"
     _, created, _ = await cluster.raw("POST", path, lease)
@@ -402,20 +420,31 @@ async def test_dry_run_returns_the_result_and_changes_nothing(cluster: Cluster) 
     await cluster.call(core.create_namespace, namespace("team-a", a="1"))
     dry = {"dryRun": "All", "fieldManager": "baseline-operator"}
     started = threading.Event()
-    watching = asyncio.create_task(cluster.call(
-        watch_until, core.list_namespace, lambda _, body: body["metadata"]["name"] == "after",
-        started,
-    ))
+    watching = asyncio.create_task(
+        cluster.call(
+            watch_until,
+            core.list_namespace,
+            lambda _, body: body["metadata"]["name"] == "after",
+            started,
+        )
+    )
     await cluster.call(started.wait, 5)  # the replay began: the watch is subscribed
 
-    status, would_be, _ = await cluster.raw("POST", "/api/v1/namespaces", namespace("new"),
-                                            query={"dryRun": "All"})
+    status, would_be, _ = await cluster.raw(
+        "POST", "/api/v1/namespaces", namespace("new"), query={"dryRun": "All"}
+    )
     assert (status, would_be["metadata"]["name"]) == (201, "new")
-    _, would_be, _ = await cluster.raw("PATCH", "/api/v1/namespaces/team-a",
-                                       namespace("team-a", a="2"), query=dry, content_type=APPLY)
+    _, would_be, _ = await cluster.raw(
+        "PATCH",
+        "/api/v1/namespaces/team-a",
+        namespace("team-a", a="2"),
+        query=dry,
+        content_type=APPLY,
+    )
     assert would_be["metadata"]["labels"]["a"] == "2"
-    status, would_be, _ = await cluster.raw("DELETE", "/api/v1/namespaces/team-a",
-                                            query={"dryRun": "All"})
+    status, would_be, _ = await cluster.raw(
+        "DELETE", "/api/v1/namespaces/team-a", query={"dryRun": "All"}
+    )
     assert status == 200
     assert would_be["metadata"]["deletionTimestamp"]
     await cluster.call(core.create_namespace, namespace("after"))
@@ -441,10 +470,14 @@ async def test_deleting_a_namespace_deletes_what_is_in_it(cluster: Cluster) -> N
                 core.create_namespaced_service_account, name, {"metadata": {"name": account}}
             )
     started = threading.Event()
-    watching = asyncio.create_task(cluster.call(
-        watch_until, core.list_service_account_for_all_namespaces,
-        lambda kind, body: kind == "DELETED" and body["metadata"]["name"] == "b", started,
-    ))
+    watching = asyncio.create_task(
+        cluster.call(
+            watch_until,
+            core.list_service_account_for_all_namespaces,
+            lambda kind, body: kind == "DELETED" and body["metadata"]["name"] == "b",
+            started,
+        )
+    )
     await cluster.call(started.wait, 5)
 
     await cluster.call(core.delete_namespace, "doomed")
@@ -475,8 +508,9 @@ async def test_a_namespace_with_finalizers_stays_terminating(cluster: Cluster) -
         )
     assert refused.value.status == 403
 
-    await cluster.raw("PATCH", "/api/v1/namespaces/held", {"metadata": {"finalizers": None}},
-                      content_type=MERGE)
+    await cluster.raw(
+        "PATCH", "/api/v1/namespaces/held", {"metadata": {"finalizers": None}}, content_type=MERGE
+    )
     with pytest.raises(k8s.ApiException) as gone:
         await cluster.call(core.read_namespace, "held")
     assert gone.value.status == 404
@@ -495,8 +529,9 @@ async def test_an_object_with_finalizers_goes_when_the_last_one_is_removed(
     assert still["metadata"]["finalizers"] == ["kopf.zalando.org/KopfFinalizerMarker"]
 
     release = [{"op": "remove", "path": "/metadata/finalizers/0"}]
-    await cluster.raw("PATCH", f"{BASELINES}/prod", release,
-                      content_type="application/json-patch+json")
+    await cluster.raw(
+        "PATCH", f"{BASELINES}/prod", release, content_type="application/json-patch+json"
+    )
     status, _, _ = await cluster.raw("GET", f"{BASELINES}/prod")
     assert status == 404
 
@@ -519,8 +554,12 @@ async def test_an_object_with_finalizers_goes_when_the_last_one_is_removed(
 async def test_list_filters_by_equality_based_label_selectors(
     cluster: Cluster, selector: str, expected: list[str]
 ) -> None:
-    labels = {"a1": {"team": "a", "tier": "web"}, "a2": {"team": "a"}, "b1": {"team": "b"},
-              "none": {}}
+    labels = {
+        "a1": {"team": "a", "tier": "web"},
+        "a2": {"team": "a"},
+        "b1": {"team": "b"},
+        "none": {},
+    }
     for name, values in labels.items():
         await cluster.call(cluster.core.create_namespace, namespace(name, **values))
     listing = await cluster.call(cluster.core.list_namespace, label_selector=selector)
@@ -537,10 +576,15 @@ async def test_watch_filters_by_label_selector(cluster: Cluster) -> None:
     core = cluster.core
     await cluster.call(core.create_namespace, namespace("first", watched="yes"))
     started = threading.Event()
-    watching = asyncio.create_task(cluster.call(
-        watch_until, core.list_namespace, lambda _, body: body["metadata"]["name"] == "last",
-        started, label_selector="watched=yes",
-    ))
+    watching = asyncio.create_task(
+        cluster.call(
+            watch_until,
+            core.list_namespace,
+            lambda _, body: body["metadata"]["name"] == "last",
+            started,
+            label_selector="watched=yes",
+        )
+    )
     await cluster.call(started.wait, 5)
     await cluster.call(core.create_namespace, namespace("unwatched"))
     await cluster.call(core.create_namespace, namespace("last", watched="yes"))
@@ -551,10 +595,15 @@ async def test_watch_from_a_resource_version_sends_only_later_changes(cluster: C
     core = cluster.core
     await cluster.call(core.create_namespace, namespace("before"))
     version = (await cluster.call(core.list_namespace)).metadata.resource_version
-    watching = asyncio.create_task(cluster.call(
-        watch_until, core.list_namespace, lambda _, body: body["metadata"]["name"] == "after",
-        threading.Event(), resource_version=version,
-    ))
+    watching = asyncio.create_task(
+        cluster.call(
+            watch_until,
+            core.list_namespace,
+            lambda _, body: body["metadata"]["name"] == "after",
+            threading.Event(),
+            resource_version=version,
+        )
+    )
     await cluster.call(core.create_namespace, namespace("after"))
     assert await watching == [("ADDED", "after")]
 
@@ -564,8 +613,9 @@ async def test_watch_ends_after_timeout_seconds(cluster: Cluster) -> None:
     version = (await cluster.call(core.list_namespace)).metadata.resource_version
     started = time.monotonic()
     events = await cluster.call(
-        lambda: list(watch.Watch().stream(core.list_namespace, resource_version=version,
-                                          timeout_seconds=1))
+        lambda: list(
+            watch.Watch().stream(core.list_namespace, resource_version=version, timeout_seconds=1)
+        )
     )
     assert events == []
     assert 1 <= time.monotonic() - started < 3
@@ -579,10 +629,20 @@ async def test_write_requests_lists_writes_and_leaves_out_dry_runs(cluster: Clus
     await cluster.call(core.create_namespace, namespace("team-a"))
     await cluster.call(core.read_namespace, "team-a")
     await cluster.call(core.list_namespace)
-    await cluster.raw("PATCH", "/api/v1/namespaces/team-a", namespace("team-a", a="1"),
-                      query={"fieldManager": "m", "dryRun": "All"}, content_type=APPLY)
-    await cluster.raw("PATCH", "/api/v1/namespaces/team-a", namespace("team-a", a="1"),
-                      query={"fieldManager": "m"}, content_type=APPLY)
+    await cluster.raw(
+        "PATCH",
+        "/api/v1/namespaces/team-a",
+        namespace("team-a", a="1"),
+        query={"fieldManager": "m", "dryRun": "All"},
+        content_type=APPLY,
+    )
+    await cluster.raw(
+        "PATCH",
+        "/api/v1/namespaces/team-a",
+        namespace("team-a", a="1"),
+        query={"fieldManager": "m"},
+        content_type=APPLY,
+    )
     await cluster.call(core.delete_namespace, "team-a")
 
     assert write_requests(cluster.emulator) == [
@@ -613,8 +673,11 @@ async def test_fail_next_answers_429_with_retry_after_and_changes_nothing(
         if status == 429:
             stored = await cluster.call(cluster.core.read_namespace, "team-a")
             assert "a" not in stored.metadata.labels
-    assert outcomes == [(429, "TooManyRequests", "3"), (429, "TooManyRequests", "3"),
-                        (200, None, None)]
+    assert outcomes == [
+        (429, "TooManyRequests", "3"),
+        (429, "TooManyRequests", "3"),
+        (200, None, None),
+    ]
 
 
 async def test_faults_with_kmock_dsl_directly(cluster: Cluster) -> None:
@@ -698,8 +761,10 @@ async def test_kopf_watches_namespaces_and_baselines_through_the_emulator(
 
 json_values = st.recursive(
     st.integers(0, 3) | st.text("ab", max_size=2) | st.booleans(),
-    lambda children: st.lists(children, max_size=2)
-    | st.dictionaries(st.sampled_from("pqrs"), children, max_size=3),
+    lambda children: (
+        st.lists(children, max_size=2)
+        | st.dictionaries(st.sampled_from("pqrs"), children, max_size=3)
+    ),
     max_leaves=8,
 )
 json_objects = st.dictionaries(st.sampled_from("pqrs"), json_values, max_size=4)
@@ -741,7 +806,11 @@ def test_release_keeps_what_another_manager_applies() -> None:
 
 def test_selector_parsing_rejects_set_based_and_malformed_terms() -> None:
     assert [r.operator for r in parse_selector("a=1,b!=2,c,!d,e==5")] == [
-        "=", "!=", "exists", "!exists", "="
+        "=",
+        "!=",
+        "exists",
+        "!exists",
+        "=",
     ]
     for text in ("a in (1)", "a notin (1)", "=1", "a b=1"):
         with pytest.raises(ValueError, match="selector"):

@@ -1,4 +1,4 @@
-"""Invalid baselines are refused, by the models and by the generated CRD schema, naming the field."""
+"""Invalid baselines are refused by the models and by the generated CRD, naming the field."""
 
 from __future__ import annotations
 
@@ -84,9 +84,7 @@ def _spec(**spec: Any) -> dict[str, Any]:
     }
 
 
-@pytest.mark.parametrize(
-    "port", [1, 65535, "http", "web-8080", "h2c"], ids=str
-)
+@pytest.mark.parametrize("port", [1, 65535, "http", "web-8080", "h2c"], ids=str)
 def test_valid_ports_are_accepted_by_both(port: object) -> None:
     body = _spec(networkPolicy={"ingress": [{"name": "r", "ports": [{"port": port}]}]})
     parse_baseline(body)

@@ -42,7 +42,9 @@ def policy(name: str, baseline: str = "prod", ingress: bool = True) -> DesiredOb
     return DesiredObject(ObjectRef(NETWORK_POLICY, NS, name), body, baseline)
 
 
-def namespace(labels: dict[str, str] | None = None, owned: frozenset[str] | None = None) -> NamespaceState:
+def namespace(
+    labels: dict[str, str] | None = None, owned: frozenset[str] | None = None
+) -> NamespaceState:
     return NamespaceState(NS, "uid-ns", labels or {}, terminating=False, owned_label_keys=owned)
 
 
@@ -165,8 +167,10 @@ def test_unlabelled_objects_are_never_deleted() -> None:
 
 
 def test_namespace_labels_are_applied_only_when_they_differ() -> None:
-    wanted = {"applied.security.baseline.dev/prod": "true",
-              "pod-security.kubernetes.io/enforce": "restricted"}
+    wanted = {
+        "applied.security.baseline.dev/prod": "true",
+        "pod-security.kubernetes.io/enforce": "restricted",
+    }
     fresh = diff_namespace(wanted, (), namespace({"team": "a"}), {}, ACTIVE)
     assert fresh.labels == wanted
     settled = diff_namespace(wanted, (), namespace({"team": "a", **wanted}), {}, ACTIVE)
@@ -174,8 +178,11 @@ def test_namespace_labels_are_applied_only_when_they_differ() -> None:
 
 
 def test_stale_operator_labels_are_removed_by_applying_without_them() -> None:
-    current = {"applied.security.baseline.dev/old": "true",
-               "pod-security.kubernetes.io/enforce": "restricted", "team": "a"}
+    current = {
+        "applied.security.baseline.dev/old": "true",
+        "pod-security.kubernetes.io/enforce": "restricted",
+        "team": "a",
+    }
     owned = frozenset({"applied.security.baseline.dev/old", "pod-security.kubernetes.io/enforce"})
     owners = {"old": OwnerState(active=False)}
     changes = diff_namespace({}, (), namespace(current, owned), {}, owners)
@@ -183,11 +190,15 @@ def test_stale_operator_labels_are_removed_by_applying_without_them() -> None:
 
 
 def test_labels_of_frozen_baselines_stay_and_psa_is_not_lowered() -> None:
-    current = {"applied.security.baseline.dev/broken": "true",
-               "pod-security.kubernetes.io/enforce": "restricted"}
+    current = {
+        "applied.security.baseline.dev/broken": "true",
+        "pod-security.kubernetes.io/enforce": "restricted",
+    }
     owners = {"broken": OwnerState(frozen=True), "prod": OwnerState(active=True)}
-    plan = {"applied.security.baseline.dev/prod": "true",
-            "pod-security.kubernetes.io/enforce": "baseline"}
+    plan = {
+        "applied.security.baseline.dev/prod": "true",
+        "pod-security.kubernetes.io/enforce": "baseline",
+    }
     changes = diff_namespace(plan, (), namespace(current), {}, owners)
     assert changes.labels == {
         "applied.security.baseline.dev/prod": "true",
@@ -197,9 +208,12 @@ def test_labels_of_frozen_baselines_stay_and_psa_is_not_lowered() -> None:
 
 
 def test_fields_owned_on_a_foreign_object_are_applied_without_labels() -> None:
-    body = {"apiVersion": "v1", "kind": "ServiceAccount",
-            "metadata": {"name": "default", "namespace": NS},
-            "automountServiceAccountToken": False}
+    body = {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {"name": "default", "namespace": NS},
+        "automountServiceAccountToken": False,
+    }
     wanted = DesiredObject(ObjectRef(SERVICE_ACCOUNT, NS, "default"), body, None, Ownership.FIELDS)
     existing = observe({**body, "automountServiceAccountToken": True})
     (apply,) = diff_namespace({}, (wanted,), namespace(), {wanted.ref: existing}, ACTIVE).applies
@@ -210,16 +224,33 @@ def test_fields_owned_on_a_foreign_object_are_applied_without_labels() -> None:
 
 def test_owned_label_keys_come_from_apply_entries_of_our_manager() -> None:
     managed_fields = [
-        {"manager": "baseline-operator", "operation": "Apply",
-         "fieldsV1": {"f:metadata": {"f:labels": {"f:applied.security.baseline.dev/a": {},
-                                                   "f:pod-security.kubernetes.io/warn": {}}}}},
-        {"manager": "kubectl", "operation": "Update",
-         "fieldsV1": {"f:metadata": {"f:labels": {"f:team": {}}}}},
-        {"manager": "baseline-operator", "operation": "Update",
-         "fieldsV1": {"f:metadata": {"f:labels": {"f:other": {}}}}},
+        {
+            "manager": "baseline-operator",
+            "operation": "Apply",
+            "fieldsV1": {
+                "f:metadata": {
+                    "f:labels": {
+                        "f:applied.security.baseline.dev/a": {},
+                        "f:pod-security.kubernetes.io/warn": {},
+                    }
+                }
+            },
+        },
+        {
+            "manager": "kubectl",
+            "operation": "Update",
+            "fieldsV1": {"f:metadata": {"f:labels": {"f:team": {}}}},
+        },
+        {
+            "manager": "baseline-operator",
+            "operation": "Update",
+            "fieldsV1": {"f:metadata": {"f:labels": {"f:other": {}}}},
+        },
     ]
     assert owned_label_keys(managed_fields, "baseline-operator") == {
-        "applied.security.baseline.dev/a", "pod-security.kubernetes.io/warn"}
+        "applied.security.baseline.dev/a",
+        "pod-security.kubernetes.io/warn",
+    }
     assert owned_label_keys(None, "baseline-operator") is None
 
 
@@ -244,8 +275,9 @@ def test_covers(actual: Any, desired: Any, expected: bool) -> None:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-5, 5) | st.text(max_size=4),
-    lambda children: st.lists(children, max_size=3)
-    | st.dictionaries(st.text(max_size=3), children, max_size=3),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=3), children, max_size=3)
+    ),
     max_leaves=12,
 )
 
@@ -255,16 +287,21 @@ def test_everything_covers_itself(value: Any) -> None:
     assert covers(value, value)
 
 
-@given(st.dictionaries(st.text(max_size=3), json_values, max_size=4),
-       st.dictionaries(st.text(max_size=3), json_values, max_size=4))
-def test_server_additions_never_look_like_drift(desired: dict[str, Any], extra: dict[str, Any]) -> None:
+@given(
+    st.dictionaries(st.text(max_size=3), json_values, max_size=4),
+    st.dictionaries(st.text(max_size=3), json_values, max_size=4),
+)
+def test_server_additions_never_look_like_drift(
+    desired: dict[str, Any], extra: dict[str, Any]
+) -> None:
     actual = {**extra, **desired}
     assert covers(actual, desired)
 
 
-@given(st.lists(st.sampled_from(["prod", "org", "team"]), max_size=3, unique=True),
-       st.booleans())
-def test_no_delete_is_ever_planned_for_an_unlabelled_object(owners_present: list[str], forced: bool) -> None:
+@given(st.lists(st.sampled_from(["prod", "org", "team"]), max_size=3, unique=True), st.booleans())
+def test_no_delete_is_ever_planned_for_an_unlabelled_object(
+    owners_present: list[str], forced: bool
+) -> None:
     wanted = policy("prod-default-deny")
     observed = {wanted.ref: foreign(wanted)}
     adopt = AdoptPolicy.FORCE if forced else AdoptPolicy.NEVER

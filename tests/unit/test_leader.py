@@ -10,9 +10,15 @@ NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 
 
 def lease(holder: str, renewed: datetime, transitions: int = 0) -> dict:
-    return {"spec": {"holderIdentity": holder, "leaseDurationSeconds": 15,
-                     "acquireTime": format_time(renewed), "renewTime": format_time(renewed),
-                     "leaseTransitions": transitions}}
+    return {
+        "spec": {
+            "holderIdentity": holder,
+            "leaseDurationSeconds": 15,
+            "acquireTime": format_time(renewed),
+            "renewTime": format_time(renewed),
+            "leaseTransitions": transitions,
+        }
+    }
 
 
 def test_a_free_lease_is_taken() -> None:

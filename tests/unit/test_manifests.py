@@ -139,14 +139,30 @@ def _all_rules() -> Iterator[tuple[str, Body]]:
 # --- Pod Security Standards, restricted profile (every check of the `latest` version) -------
 
 _RESTRICTED_VOLUME_TYPES = frozenset(
-    {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
-     "projected", "secret"}
+    {
+        "configMap",
+        "csi",
+        "downwardAPI",
+        "emptyDir",
+        "ephemeral",
+        "persistentVolumeClaim",
+        "projected",
+        "secret",
+    }
 )
 _SAFE_SYSCTLS = frozenset(
-    {"kernel.shm_rmid_forced", "net.ipv4.ip_local_port_range",
-     "net.ipv4.ip_unprivileged_port_start", "net.ipv4.tcp_syncookies", "net.ipv4.ping_group_range",
-     "net.ipv4.ip_local_reserved_ports", "net.ipv4.tcp_keepalive_time",
-     "net.ipv4.tcp_fin_timeout", "net.ipv4.tcp_keepalive_intvl", "net.ipv4.tcp_keepalive_probes"}
+    {
+        "kernel.shm_rmid_forced",
+        "net.ipv4.ip_local_port_range",
+        "net.ipv4.ip_unprivileged_port_start",
+        "net.ipv4.tcp_syncookies",
+        "net.ipv4.ping_group_range",
+        "net.ipv4.ip_local_reserved_ports",
+        "net.ipv4.tcp_keepalive_time",
+        "net.ipv4.tcp_fin_timeout",
+        "net.ipv4.tcp_keepalive_intvl",
+        "net.ipv4.tcp_keepalive_probes",
+    }
 )
 _SELINUX_TYPES = frozenset(
     {"", "container_t", "container_init_t", "container_kvm_t", "container_engine_t"}
@@ -163,8 +179,9 @@ def psa_restricted_violations(pod_spec: Body, annotations: Body | None = None) -
         for list_name in ("containers", "initContainers", "ephemeralContainers")
         for container in pod_spec.get(list_name) or []
     ]
-    problems += [f"{field} is set" for field in ("hostNetwork", "hostPID", "hostIPC")
-                 if pod_spec.get(field)]
+    problems += [
+        f"{field} is set" for field in ("hostNetwork", "hostPID", "hostIPC") if pod_spec.get(field)
+    ]
     for volume in pod_spec.get("volumes") or []:
         volume_types = set(volume) - {"name"}
         if not volume_types <= _RESTRICTED_VOLUME_TYPES:
@@ -262,7 +279,8 @@ def test_base_brings_the_crd_first_for_argocd() -> None:
     crds = [obj for obj in _rendered(BASE) if obj["kind"] == "CustomResourceDefinition"]
     assert [crd["metadata"]["name"] for crd in crds] == [CRD_NAME]
     patched = [
-        patch for patch in _kustomization(BASE).get("patches", [])
+        patch
+        for patch in _kustomization(BASE).get("patches", [])
         if yaml.safe_load(patch.get("patch", "{}")).get("metadata", {}).get("name") == CRD_NAME
     ]
     annotations = yaml.safe_load(patched[0]["patch"])["metadata"]["annotations"]
@@ -386,9 +404,12 @@ def test_every_role_a_generated_binding_refers_to_can_be_bound() -> None:
             "deployers": subjects,
             "viewers": subjects,
             "serviceAccounts": [
-                {"name": "app", "rules": [
-                    {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get"]}
-                ]}
+                {
+                    "name": "app",
+                    "rules": [
+                        {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get"]}
+                    ],
+                }
             ],
         },
     )
@@ -431,11 +452,16 @@ def test_roles_are_bound_to_the_operators_service_account(
 ) -> None:
     binding = _one(binding_kind, "baseline-operator")
     assert binding["roleRef"] == {
-        "apiGroup": "rbac.authorization.k8s.io", "kind": role_kind, "name": "baseline-operator",
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": role_kind,
+        "name": "baseline-operator",
     }
     assert binding["subjects"] == [
-        {"kind": "ServiceAccount", "name": OPERATOR_SERVICE_ACCOUNT,
-         "namespace": OPERATOR_NAMESPACE},
+        {
+            "kind": "ServiceAccount",
+            "name": OPERATOR_SERVICE_ACCOUNT,
+            "namespace": OPERATOR_NAMESPACE,
+        },
     ]
     _one(role_kind, "baseline-operator")
     account = _one("ServiceAccount", OPERATOR_SERVICE_ACCOUNT)
@@ -509,8 +535,9 @@ def test_only_tmp_is_writable() -> None:
 
 
 def test_pod_runs_as_the_user_the_image_declares() -> None:
-    user_lines = [line for line in (REPO / "Dockerfile").read_text().splitlines()
-                  if line.startswith("USER ")]
+    user_lines = [
+        line for line in (REPO / "Dockerfile").read_text().splitlines() if line.startswith("USER ")
+    ]
     uid, _, gid = user_lines[-1].removeprefix("USER ").partition(":")
     pod_security = _pod_spec()["securityContext"]
     assert (pod_security["runAsUser"], pod_security["runAsGroup"]) == (int(uid), int(gid))
@@ -620,8 +647,10 @@ def test_argocd_project_admits_exactly_what_the_applications_deploy() -> None:
     namespaced_kinds = {
         (item["group"], item["kind"]) for item in spec["namespaceResourceWhitelist"]
     }
-    wanted_cluster = {("apiextensions.k8s.io", "CustomResourceDefinition"),
-                      (SECURITY_BASELINE.group, SECURITY_BASELINE.kind)}
+    wanted_cluster = {
+        ("apiextensions.k8s.io", "CustomResourceDefinition"),
+        (SECURITY_BASELINE.group, SECURITY_BASELINE.kind),
+    }
     wanted_namespaced = set()
     for obj in _own_objects():
         group = obj["apiVersion"].rpartition("/")[0]

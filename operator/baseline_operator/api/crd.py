@@ -77,9 +77,7 @@ def to_structural(node: Schema, definitions: dict[str, Schema]) -> Schema:
     result: Schema = {}
     for key, value in node.items():
         if key == "properties":
-            result[key] = {
-                name: to_structural(child, definitions) for name, child in value.items()
-            }
+            result[key] = {name: to_structural(child, definitions) for name, child in value.items()}
         elif key == "items":
             result[key] = to_structural(value, definitions)
         elif key == "additionalProperties":
@@ -108,8 +106,10 @@ def to_structural(node: Schema, definitions: dict[str, Schema]) -> Schema:
 
     if "properties" in result:
         result["type"] = "object"
-    if result.get("type") == "object" and "properties" not in result and (
-        "additionalProperties" not in result
+    if (
+        result.get("type") == "object"
+        and "properties" not in result
+        and ("additionalProperties" not in result)
     ):
         result["x-kubernetes-preserve-unknown-fields"] = True
     return result
@@ -174,7 +174,9 @@ def build_crd() -> Schema:
             },
             {
                 "rule": f"self.metadata.name.matches('{DNS_LABEL_PATTERN}')",
-                "message": "metadata.name must be a DNS-1123 label (lower-case letters, digits, '-')",
+                "message": (
+                    "metadata.name must be a DNS-1123 label (lower-case letters, digits, '-')"
+                ),
             },
         ],
     }

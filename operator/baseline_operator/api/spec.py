@@ -187,7 +187,8 @@ class NetworkPeer(ApiModel):
                     "a peer needs podSelector, namespaceSelector or ipBlock",
                 ),
                 cel(
-                    "!has(self.ipBlock) || (!has(self.podSelector) && !has(self.namespaceSelector))",
+                    "!has(self.ipBlock)"
+                    " || (!has(self.podSelector) && !has(self.namespaceSelector))",
                     "ipBlock cannot be combined with podSelector or namespaceSelector",
                 ),
             ]
@@ -360,8 +361,12 @@ ApiGroup = Annotated[
     ),
 ]
 ResourceName = Annotated[
-    str, StringConstraints(pattern=r"^(\*|[a-z0-9][-a-z0-9.]*)(/(\*|[a-z0-9][-a-z0-9.]*))?$",
-                           min_length=1, max_length=253)
+    str,
+    StringConstraints(
+        pattern=r"^(\*|[a-z0-9][-a-z0-9.]*)(/(\*|[a-z0-9][-a-z0-9.]*))?$",
+        min_length=1,
+        max_length=253,
+    ),
 ]
 Verb = Annotated[str, StringConstraints(pattern=r"^(\*|[a-z]+)$", min_length=1, max_length=63)]
 
@@ -451,8 +456,7 @@ class Subject(ApiModel):
     namespace: DNSLabel | None = Field(
         default=None,
         description=(
-            "Namespace of a ServiceAccount subject; omitted means the namespace being"
-            " configured."
+            "Namespace of a ServiceAccount subject; omitted means the namespace being configured."
         ),
     )
 
@@ -688,8 +692,7 @@ class AdmissionSection(ApiModel):
         default_factory=list,
         max_length=32,
         description=(
-            "Image prefixes containers may come from, e.g. registry.example.com/;"
-            " empty allows any."
+            "Image prefixes containers may come from, e.g. registry.example.com/; empty allows any."
         ),
         json_schema_extra={"x-kubernetes-list-type": "set"},
     )
@@ -819,9 +822,7 @@ class SecurityBaselineSpec(ApiModel):
     network_policy: NetworkPolicySection | None = Field(
         default=None, description="A default-deny NetworkPolicy and explicit allow rules."
     )
-    rbac: Rbac | None = Field(
-        default=None, description="ServiceAccounts, Roles and RoleBindings."
-    )
+    rbac: Rbac | None = Field(default=None, description="ServiceAccounts, Roles and RoleBindings.")
     external_secrets: list[ExternalSecretSpec] = Field(
         default_factory=list,
         max_length=64,

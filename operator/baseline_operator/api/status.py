@@ -14,8 +14,9 @@ MAX_REPORTED = 20
 
 ConditionReason = Annotated[
     str,
-    StringConstraints(pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$", min_length=1,
-                      max_length=1024),
+    StringConstraints(
+        pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$", min_length=1, max_length=1024
+    ),
 ]
 ShortText = Annotated[str, StringConstraints(max_length=1024)]
 
@@ -140,4 +141,3 @@ class SecurityBaselineStatus(ApiModel):
             " API server's warnings."
         ),
     )
-

@@ -104,8 +104,9 @@ def baseline_entry(body: Mapping[str, Any]) -> BaselineEntry:
         baseline = SecurityBaseline(
             api_version="security.baseline.dev/v1alpha1",
             kind="SecurityBaseline",
-            metadata=BaselineMeta(name=name, uid=metadata.get("uid"),
-                                  generation=metadata.get("generation")),
+            metadata=BaselineMeta(
+                name=name, uid=metadata.get("uid"), generation=metadata.get("generation")
+            ),
             spec=spec,
         )
     except InvalidBaseline as exc:
@@ -247,7 +248,9 @@ class ClusterView:
         """The resourceVersion of an object as the watch last showed it."""
         if ref.kind == NAMESPACE:
             index = self.indexes[NAMESPACE_INDEX]
-            for _, version in index[ref.name] if ref.name in index else ():
+            if ref.name not in index:
+                return None
+            for _, version in index[ref.name]:
                 return version  # type: ignore[no-any-return]
             return None
         objects = self.indexes.get(object_index_name(ref.kind))
@@ -272,7 +275,8 @@ class ClusterView:
                 remains.append(f"label on namespace {name}")
             if include_objects:
                 remains.extend(
-                    str(ref) for ref, obj in sorted(self.objects_in(name).items())
+                    str(ref)
+                    for ref, obj in sorted(self.objects_in(name).items())
                     if obj.owner == baseline
                 )
         remains.extend(

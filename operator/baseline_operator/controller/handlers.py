@@ -51,7 +51,9 @@ async def finalize_baseline(
 ) -> None:
     remains = await runtime_of(memo).finalize(name)
     if remains:
-        shown = ", ".join(remains[:5]) + (f" (+{len(remains) - 5} more)" if len(remains) > 5 else "")
+        shown = ", ".join(remains[:5]) + (
+            f" (+{len(remains) - 5} more)" if len(remains) > 5 else ""
+        )
         raise kopf.TemporaryError(f"cleanup still under way: {shown}", delay=CLEANUP_RETRY_DELAY)
     logger.info("everything the baseline made is cleaned up")
 
@@ -63,22 +65,37 @@ def build_registry() -> kopf.OperatorRegistry:
     kopf.on.startup(registry=registry)(operator_settings.configure)
     kopf.on.cleanup(registry=registry)(operator_settings.shut_down)
 
-    kopf.index(group=GROUP, version=VERSION, plural=PLURAL, id=BASELINE_INDEX,
-               registry=registry)(_index_baseline)
-    kopf.index(group="", version="v1", plural="namespaces", id=NAMESPACE_INDEX,
-               registry=registry)(_index_namespace)
+    kopf.index(group=GROUP, version=VERSION, plural=PLURAL, id=BASELINE_INDEX, registry=registry)(
+        _index_baseline
+    )
+    kopf.index(group="", version="v1", plural="namespaces", id=NAMESPACE_INDEX, registry=registry)(
+        _index_namespace
+    )
     for kind in (*NAMESPACED_KINDS, *CLUSTER_KINDS):
-        kopf.index(group=kind.group, version=kind.version, plural=kind.plural,
-                   id=object_index_name(kind), registry=registry)(_index_object)
-        kopf.on.event(group=kind.group, version=kind.version, plural=kind.plural,
-                      id=f"{kind.plural}_event", registry=registry)(on_object_event)
+        kopf.index(
+            group=kind.group,
+            version=kind.version,
+            plural=kind.plural,
+            id=object_index_name(kind),
+            registry=registry,
+        )(_index_object)
+        kopf.on.event(
+            group=kind.group,
+            version=kind.version,
+            plural=kind.plural,
+            id=f"{kind.plural}_event",
+            registry=registry,
+        )(on_object_event)
 
-    kopf.on.event(group=GROUP, version=VERSION, plural=PLURAL, id="baseline_event",
-                  registry=registry)(on_baseline_event)
-    kopf.on.event(group="", version="v1", plural="namespaces", id="namespace_event",
-                  registry=registry)(on_namespace_event)
-    kopf.on.delete(group=GROUP, version=VERSION, plural=PLURAL, id="cleanup",
-                   registry=registry)(finalize_baseline)
+    kopf.on.event(
+        group=GROUP, version=VERSION, plural=PLURAL, id="baseline_event", registry=registry
+    )(on_baseline_event)
+    kopf.on.event(
+        group="", version="v1", plural="namespaces", id="namespace_event", registry=registry
+    )(on_namespace_event)
+    kopf.on.delete(group=GROUP, version=VERSION, plural=PLURAL, id="cleanup", registry=registry)(
+        finalize_baseline
+    )
     return registry
 
 

@@ -57,7 +57,9 @@ def claim(
     return {
         "holderIdentity": identity,
         "leaseDurationSeconds": duration,
-        "acquireTime": format_time(now) if taking_over else spec.get("acquireTime", format_time(now)),
+        "acquireTime": format_time(now)
+        if taking_over
+        else spec.get("acquireTime", format_time(now)),
         "renewTime": format_time(now),
         "leaseTransitions": transitions + 1 if taking_over and holder else transitions,
     }
@@ -125,6 +127,9 @@ class LeaderElector:
                 lost.set()
             except ApiError as exc:
                 log.warning("lease renewal failed", error=str(exc))
-                if asyncio.get_running_loop().time() - last_renewal > self.duration - self.renew_every:
+                if (
+                    asyncio.get_running_loop().time() - last_renewal
+                    > self.duration - self.renew_every
+                ):
                     log.error("lease could not be renewed in time; stepping down")
                     lost.set()

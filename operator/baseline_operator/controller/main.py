@@ -38,7 +38,9 @@ def configure_logging(verbosity: int) -> None:
     """Structured logs: key=value on a terminal, JSON lines otherwise (for log collectors)."""
     level = logging.DEBUG if verbosity >= 1 else logging.INFO
     renderer: Any = (
-        structlog.dev.ConsoleRenderer() if sys.stderr.isatty() else structlog.processors.JSONRenderer()
+        structlog.dev.ConsoleRenderer()
+        if sys.stderr.isatty()
+        else structlog.processors.JSONRenderer()
     )
     structlog.configure(
         processors=[
@@ -51,8 +53,11 @@ def configure_logging(verbosity: int) -> None:
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
     )
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     # kopf's own debug output is verbose: only at -vv.
     logging.getLogger("kopf").setLevel(logging.DEBUG if verbosity >= 2 else logging.INFO)
 
@@ -93,8 +98,12 @@ async def operate(
     ready_flag: asyncio.Event | None = None,
     liveness: str | None = None,
     watch_timeout: float = 300,
+    memo: kopf.Memo | None = None,
 ) -> None:
-    """Run the operator until `stop_flag` is set (or a signal arrives)."""
+    """Run the operator until `stop_flag` is set (or a signal arrives).
+
+    `memo` may be given to look at the running operator (`memo.runtime`) from outside.
+    """
     registry = build_registry()
 
     def login(**_: Any) -> kopf.ConnectionInfo:
@@ -102,7 +111,10 @@ async def operate(
         return connection()
 
     kopf.on.login(registry=registry)(login)
-    memo = kopf.Memo(kube=kube, options=options, watch_timeout=watch_timeout)
+    memo = memo if memo is not None else kopf.Memo()
+    memo.kube = kube
+    memo.options = options
+    memo.watch_timeout = watch_timeout
     await kopf.operator(
         registry=registry,
         memo=memo,
@@ -138,8 +150,11 @@ async def _run(configuration: Any, options: OperatorOptions) -> int:
         holder = asyncio.create_task(elector.hold(stop))
     try:
         await operate(
-            kube, lambda: connection_info(configuration), runtime_options,
-            stop_flag=stop, liveness=options.liveness,
+            kube,
+            lambda: connection_info(configuration),
+            runtime_options,
+            stop_flag=stop,
+            liveness=options.liveness,
         )
     finally:
         if holder is not None:

@@ -39,7 +39,9 @@ class WorkQueue:
     _delayed: set[Hashable] = field(default_factory=set, init=False)
 
     def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._work(), name=f"worker-{n}") for n in range(self.workers)]
+        self._tasks = [
+            asyncio.create_task(self._work(), name=f"worker-{n}") for n in range(self.workers)
+        ]
 
     async def stop(self) -> None:
         for timer in self._timers:
@@ -107,8 +109,13 @@ class WorkQueue:
                 failures = self._failures.get(key, 0) + 1
                 self._failures[key] = failures
                 delay = min(0.5 * 2 ** (failures - 1), self.max_backoff)
-                log.warning("reconcile failed, retrying", key=str(key), error=str(exc),
-                            retry_in=delay, exc_info=failures == 1)
+                log.warning(
+                    "reconcile failed, retrying",
+                    key=str(key),
+                    error=str(exc),
+                    retry_in=delay,
+                    exc_info=failures == 1,
+                )
                 self._active.discard(key)
                 self.add(key, delay)
                 continue

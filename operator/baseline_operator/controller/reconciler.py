@@ -9,6 +9,7 @@ do more than put keys on the queue that leads here.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -78,7 +79,8 @@ class Reconciler:
     _previews: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[str, ...]] = field(
         default_factory=dict
     )
-    _converged_generation: dict[str, int] = field(default_factory=dict)
+    # how many times each namespace was reconciled (for logs and tests)
+    reconciled: Counter[str] = field(default_factory=Counter)
 
     async def process(self, key: Hashable) -> None:
         match key:
@@ -94,6 +96,7 @@ class Reconciler:
     # ------------------------------------------------------------------ a namespace
 
     async def reconcile_namespace(self, name: str) -> None:
+        self.reconciled[name] += 1
         state = self.view.namespace(name)
         if state is None or state.terminating:
             self._record(name, {})
@@ -107,7 +110,9 @@ class Reconciler:
             and selects(entry.baseline, name, state.labels, self.operator_namespace)
         }
         enforce = [e.baseline for e in selecting.values() if e.baseline and not e.audit_mode]
-        owners = {entry.name: _owner_state(entry, entry.name in selecting) for entry in entries.values()}
+        owners = {
+            entry.name: _owner_state(entry, entry.name in selecting) for entry in entries.values()
+        }
         plan = plan_namespace(name, enforce)
         observed = self.view.objects_in(name)
         changes = diff_namespace(plan.labels, plan.objects, state, observed, owners)
@@ -155,8 +160,9 @@ class Reconciler:
                 return
             self.view.writes.record(item.ref, before, None)
 
-        await asyncio.gather(*(apply(item) for item in changes.applies),
-                             *(delete(item) for item in changes.deletes))
+        await asyncio.gather(
+            *(apply(item) for item in changes.applies), *(delete(item) for item in changes.deletes)
+        )
         if changes.labels is not None:
             ref = ObjectRef(NAMESPACE, None, state.name)
             before = self.view.watched_version(ref)
@@ -206,22 +212,37 @@ class Reconciler:
         mine.add(ObjectRef(NAMESPACE, None, plan.namespace))
         failed = sorted((ref, error) for ref, error in failures.items() if ref in mine)
         psa_level = plan.labels.get(level_key("enforce"))
-        warnings = preview if baseline.spec.pod_security and baseline.spec.pod_security.enforce else ()
+        warnings = (
+            preview if baseline.spec.pod_security and baseline.spec.pod_security.enforce else ()
+        )
         if failed:
             ref, error = failed[0]
             more = f" (+{len(failed) - 1} more)" if len(failed) > 1 else ""
-            return Outcome(Result.FAILED, generation, "ApplyFailed", f"{ref}: {error}{more}",
-                           warnings, psa_level)
+            return Outcome(
+                Result.FAILED,
+                generation,
+                "ApplyFailed",
+                f"{ref}: {error}{more}",
+                warnings,
+                psa_level,
+            )
         conflicts = [c for c in changes.conflicts if c.baseline == name]
         if conflicts:
             more = f" (+{len(conflicts) - 1} more)" if len(conflicts) > 1 else ""
-            return Outcome(Result.CONFLICTED, generation, "Conflicted",
-                           conflicts[0].message + more, warnings, psa_level)
+            return Outcome(
+                Result.CONFLICTED,
+                generation,
+                "Conflicted",
+                conflicts[0].message + more,
+                warnings,
+                psa_level,
+            )
         lost = [s for s in plan.superseded if s.baseline == name]
         if lost:
             message = "; ".join(s.message for s in lost)
-            return Outcome(Result.SUPERSEDED, generation, "Superseded", message, warnings,
-                           psa_level)
+            return Outcome(
+                Result.SUPERSEDED, generation, "Superseded", message, warnings, psa_level
+            )
         return Outcome(Result.COMPLIANT, generation, "", "", warnings, psa_level)
 
     async def _audit_outcome(
@@ -237,36 +258,54 @@ class Reconciler:
         name = entry.name
         as_if = dict(owners)
         as_if[name] = OwnerState(
-            adopt=entry.baseline.spec.adopt, cleanup=entry.baseline.spec.cleanup_policy,
+            adopt=entry.baseline.spec.adopt,
+            cleanup=entry.baseline.spec.cleanup_policy,
             active=True,
         )
         plan = plan_namespace(state.name, [*enforce, entry.baseline])
         changes = diff_namespace(plan.labels, plan.objects, state, observed, as_if)
-        would: list[str] = []
+        by_verb: dict[str, list[str]] = {}
         for item in changes.applies:
             if item.desired.baseline == name:
                 verb = "create" if item.reason is ApplyReason.CREATE else str(item.reason)
-                would.append(f"{verb} {item.desired.ref}")
+                by_verb.setdefault(verb, []).append(
+                    f"{item.desired.ref.kind.kind} {item.desired.ref.name}"
+                )
         wanted = desired_namespace_labels(plan.labels, state, as_if)
         label_changes = sorted(
-            f"{key}={value}" for key, value in wanted.items()
+            f"{key}={value}"
+            for key, value in wanted.items()
             if state.labels.get(key) != value
             and (key.startswith(PSA_PREFIX) or key == f"{APPLIED_PREFIX}{name}")
         )
+        would: list[str] = []
         if label_changes:
             would.append("set namespace labels " + ", ".join(label_changes))
+        for verb, objects in sorted(by_verb.items()):
+            would.append(f"{verb} {len(objects)} objects: {_shortened(sorted(objects), 12)}")
         warnings: tuple[str, ...] = ()
         psa_level = wanted.get(level_key("enforce"))
         if enforce_raised(state.labels, wanted):
             warnings = await self._preview(state.name, wanted)
         conflicts = [c for c in changes.conflicts if c.baseline == name]
         if conflicts:
-            return Outcome(Result.CONFLICTED, entry.generation, "Conflicted", conflicts[0].message,
-                           warnings, psa_level)
+            return Outcome(
+                Result.CONFLICTED,
+                entry.generation,
+                "Conflicted",
+                conflicts[0].message,
+                warnings,
+                psa_level,
+            )
         if would:
-            shown = "; ".join(would[:10]) + (f" (+{len(would) - 10} more)" if len(would) > 10 else "")
-            return Outcome(Result.DRIFTED, entry.generation, "WouldChange", f"would {shown}",
-                           warnings, psa_level)
+            return Outcome(
+                Result.DRIFTED,
+                entry.generation,
+                "WouldChange",
+                "would " + "; would ".join(would),
+                warnings,
+                psa_level,
+            )
         return Outcome(Result.COMPLIANT, entry.generation, "", "", warnings, psa_level)
 
     async def _report_namespace(
@@ -290,7 +329,9 @@ class Reconciler:
             parts.append(f"adopted {_names(i.desired.ref for i in adopted)}")
         if deleted:
             parts.append(f"deleted {_names(d.ref for d in deleted)}")
-        labels_ok = changes.labels is not None and ObjectRef(NAMESPACE, None, state.name) not in failures
+        labels_ok = (
+            changes.labels is not None and ObjectRef(NAMESPACE, None, state.name) not in failures
+        )
         if labels_ok:
             parts.append("set the operator's namespace labels")
         if parts:
@@ -298,7 +339,10 @@ class Reconciler:
             await self.events.on_namespace(state.name, state.uid, NORMAL, reason, "; ".join(parts))
         for baseline, outcome in sorted(results.items()):
             before = self.outcomes.get(baseline, {}).get(state.name)
-            if before is not None and (before.result, before.message) == (outcome.result, outcome.message):
+            if before is not None and (before.result, before.message) == (
+                outcome.result,
+                outcome.message,
+            ):
                 continue
             if outcome.result in (Result.FAILED, Result.CONFLICTED):
                 kind = "ApplyFailed" if outcome.result is Result.FAILED else "Conflict"
@@ -306,12 +350,20 @@ class Reconciler:
                 await self.events.on_namespace(state.name, state.uid, WARNING, kind, message)
                 entry = self.view.baselines().get(baseline)
                 await self.events.on_baseline(
-                    baseline, entry.uid if entry else None, WARNING, kind,
+                    baseline,
+                    entry.uid if entry else None,
+                    WARNING,
+                    kind,
                     f"namespace {state.name}: {outcome.message}",
                 )
-            if outcome.psa_warnings and (before is None or before.psa_warnings != outcome.psa_warnings):
+            if outcome.psa_warnings and (
+                before is None or before.psa_warnings != outcome.psa_warnings
+            ):
                 await self.events.on_namespace(
-                    state.name, state.uid, WARNING, "PodSecurityPreview",
+                    state.name,
+                    state.uid,
+                    WARNING,
+                    "PodSecurityPreview",
                     f"enforce level {outcome.psa_level} would reject running pods: "
                     + " | ".join(outcome.psa_warnings),
                 )
@@ -343,7 +395,8 @@ class Reconciler:
             owners = {name: OwnerState(adopt=entry.baseline.spec.adopt, active=True)}
         wanted = {item.ref for item in desired}
         observed = {
-            ref: obj for ref, obj in self.view.cluster_objects().items()
+            ref: obj
+            for ref, obj in self.view.cluster_objects().items()
             if obj.owner == name or ref in wanted
         }
         applies, deletes, conflicts = diff_objects(desired, observed, owners)
@@ -423,11 +476,20 @@ class Reconciler:
         ):
             return
         if ready_now.get("reason") == "InvalidSpec":
-            await self.events.on_baseline(entry.name, entry.uid, WARNING, "InvalidSpec",
-                                          str(ready_now.get("message")))
-        elif ready_now.get("status") == "True" and ready_now.get("reason") in ("Converged", "Audited"):
-            await self.events.on_baseline(entry.name, entry.uid, NORMAL,
-                                          str(ready_now["reason"]), str(ready_now.get("message")))
+            await self.events.on_baseline(
+                entry.name, entry.uid, WARNING, "InvalidSpec", str(ready_now.get("message"))
+            )
+        elif ready_now.get("status") == "True" and ready_now.get("reason") in (
+            "Converged",
+            "Audited",
+        ):
+            await self.events.on_baseline(
+                entry.name,
+                entry.uid,
+                NORMAL,
+                str(ready_now["reason"]),
+                str(ready_now.get("message")),
+            )
 
 
 def _owner_state(entry: BaselineEntry, selects_namespace: bool) -> OwnerState:
@@ -445,9 +507,12 @@ def _owner_state(entry: BaselineEntry, selects_namespace: bool) -> OwnerState:
 
 
 def _names(refs: Any) -> str:
-    listed = sorted(str(ref) for ref in refs)
-    shown = ", ".join(listed[:8])
-    return shown + (f" (+{len(listed) - 8} more)" if len(listed) > 8 else "")
+    return _shortened(sorted(str(ref) for ref in refs), 8)
+
+
+def _shortened(items: Sequence[str], most: int) -> str:
+    shown = ", ".join(items[:most])
+    return shown + (f" (+{len(items) - most} more)" if len(items) > most else "")
 
 
 def _condition(status: Mapping[str, Any], type_: str) -> Mapping[str, Any] | None:

@@ -15,11 +15,12 @@ each one small and marked with the behaviour it stands in for:
 - DELETE preconditions, `dryRun=All`, namespace deletion that removes its content,
   equality-based label selectors, `resourceVersion` and `timeoutSeconds` on watches.
 
-Not emulated (do not test the operator against these): managedFields and apply
-conflicts between managers (`force` is accepted and changes nothing), schema
-validation and pruning, admission (ValidatingAdmissionPolicies are stored, not
-enforced), ownerReference garbage collection, Pod Security warnings on dry runs,
-set-based selectors (`in`, `notin`: answered 400), DELETED events on a watch for
+managedFields are emulated for server-side apply only (one Apply entry per
+manager, listing the fields of its last applied body). Not emulated (do not test
+the operator against these): apply conflicts between managers (`force` is
+accepted and changes nothing), schema validation and pruning, admission
+(ValidatingAdmissionPolicies are stored, not enforced), ownerReference garbage
+collection, Pod Security warnings on dry runs, set-based selectors (`in`, `notin`: answered 400), DELETED events on a watch for
 an object that stops matching its label selector, bookmarks, the `finalize`
 subresource, PUT creating a missing object. A watch from a resourceVersion sends
 each object changed since then as ADDED (a real server sends MODIFIED) and nothing
@@ -146,26 +147,46 @@ SERVED_RESOURCES: tuple[ServedResource, ...] = (
         "rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", namespaced=True
     ),
     ServedResource(
-        "external-secrets.io", "v1", "externalsecrets", "ExternalSecret",
-        namespaced=True, status=True,
+        "external-secrets.io",
+        "v1",
+        "externalsecrets",
+        "ExternalSecret",
+        namespaced=True,
+        status=True,
     ),
     ServedResource(
-        "admissionregistration.k8s.io", "v1", "validatingadmissionpolicies",
-        "ValidatingAdmissionPolicy", namespaced=False, status=True,
+        "admissionregistration.k8s.io",
+        "v1",
+        "validatingadmissionpolicies",
+        "ValidatingAdmissionPolicy",
+        namespaced=False,
+        status=True,
     ),
     ServedResource(
-        "admissionregistration.k8s.io", "v1", "validatingadmissionpolicybindings",
-        "ValidatingAdmissionPolicyBinding", namespaced=False,
+        "admissionregistration.k8s.io",
+        "v1",
+        "validatingadmissionpolicybindings",
+        "ValidatingAdmissionPolicyBinding",
+        namespaced=False,
     ),
     ServedResource("coordination.k8s.io", "v1", "leases", "Lease", namespaced=True),
     ServedResource("events.k8s.io", "v1", "events", "Event", namespaced=True),
     ServedResource(
-        "apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition",
-        namespaced=False, status=True,
+        "apiextensions.k8s.io",
+        "v1",
+        "customresourcedefinitions",
+        "CustomResourceDefinition",
+        namespaced=False,
+        status=True,
     ),
     ServedResource(
-        "security.baseline.dev", "v1alpha1", "securitybaselines", "SecurityBaseline",
-        namespaced=False, status=True, short_names=("sbl",),
+        "security.baseline.dev",
+        "v1alpha1",
+        "securitybaselines",
+        "SecurityBaseline",
+        namespaced=False,
+        status=True,
+        short_names=("sbl",),
     ),
 )
 
@@ -241,18 +262,48 @@ def release_unapplied(
             continue
         still_set = [other[key] for other in others if key in other]
         now = applied.get(key)
-        if key not in applied and not still_set:
-            del result[key]
-        elif isinstance(before, Mapping) and isinstance(result[key], Mapping):
+        if isinstance(before, Mapping) and isinstance(result[key], Mapping):
             if key in applied and not isinstance(now, Mapping):
                 continue  # the new value replaces it whole
+            # A map is released key by key: keys other writers set in it stay.
             result[key] = release_unapplied(
                 result[key],
                 before,
                 now if isinstance(now, Mapping) else {},
                 [value for value in still_set if isinstance(value, Mapping)],
             )
+        elif key not in applied and not still_set:
+            del result[key]
     return result
+
+
+def fields_v1(body: Mapping[str, Any], top: bool = True) -> dict[str, Any]:
+    """The fieldsV1 set of an applied body: `f:<key>` per field, maps recursively, lists whole."""
+    fields: dict[str, Any] = {}
+    for key, value in body.items():
+        if top and key in ("apiVersion", "kind"):
+            continue
+        child = value
+        if top and key == "metadata" and isinstance(value, Mapping):
+            child = {k: v for k, v in value.items() if k not in ("name", "namespace")}
+            if not child:
+                continue
+        fields[f"f:{key}"] = fields_v1(child, top=False) if isinstance(child, Mapping) else {}
+    return fields
+
+
+def managed_fields(applied: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Stands in for managedFields: one Apply entry per manager, from its last applied body."""
+    return [
+        {
+            "manager": manager,
+            "operation": "Apply",
+            "apiVersion": str(body.get("apiVersion", "")),
+            "fieldsType": "FieldsV1",
+            "fieldsV1": fields_v1(body),
+        }
+        for manager, body in sorted(applied.items())
+    ]
 
 
 @dataclass(frozen=True)
@@ -358,7 +409,11 @@ def _revision_of(body: Mapping[str, Any]) -> int:
 
 # Metadata the server owns: a client's copy in a write body is ignored.
 _SERVER_METADATA = (
-    "uid", "creationTimestamp", "resourceVersion", "generation", "deletionTimestamp"
+    "uid",
+    "creationTimestamp",
+    "resourceVersion",
+    "generation",
+    "deletionTimestamp",
 )
 
 
@@ -523,18 +578,23 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                     raise _error(400, "BadRequest", "fieldManager is required for apply patch")
                 if (body.get("metadata") or {}).get("name") != request.name:
                     raise _error(400, "BadRequest", "the name in the body differs from the URL")
+                appliers = {m: b for (k, m), b in self._applied.items() if k == key}
+                appliers[manager] = body
                 if current is None and request.subresource is None:
-                    created = await self._create(resource, namespace, body, dry_run=dry_run)
+                    fresh = copy.deepcopy(body)
+                    fresh.setdefault("metadata", {})["managedFields"] = managed_fields(appliers)
+                    created = await self._create(resource, namespace, fresh, dry_run=dry_run)
                     if not dry_run:
                         self._applied[key, manager] = copy.deepcopy(body)
                     return Response(status=201, payload=created)
                 if current is None:
                     raise self._not_found(resource, request.name)
-                others = [b for (k, m), b in self._applied.items() if k == key and m != manager]
+                others = [b for m, b in appliers.items() if m != manager]
                 released = release_unapplied(
                     current, self._applied.get((key, manager), {}), body, others
                 )
                 wanted = merge_patch(released, body)
+                wanted.setdefault("metadata", {})["managedFields"] = managed_fields(appliers)
                 result = await self._update(key, current, wanted, request, dry_run=dry_run)
                 if not dry_run:
                     self._applied[key, manager] = copy.deepcopy(body)
@@ -582,10 +642,12 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             for field in ("uid", "resourceVersion"):
                 if preconditions.get(field) and preconditions[field] != metadata.get(field):
                     raise _error(
-                        409, "Conflict",
+                        409,
+                        "Conflict",
                         f"Precondition failed: {field} in precondition: {preconditions[field]}, "
                         f"{field} in object meta: {metadata.get(field)}",
-                        name=request.name, kind=resource.plural,
+                        name=request.name,
+                        kind=resource.plural,
                     )
             if _dry_run(request):
                 metadata.setdefault("deletionTimestamp", _now())
@@ -645,8 +707,11 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         key: ObjectKey = (resource, namespace, name)
         if self._current(key) is not None:
             raise _error(
-                409, "AlreadyExists", f'{resource.plural} "{name}" already exists',
-                name=name, kind=resource.plural,
+                409,
+                "AlreadyExists",
+                f'{resource.plural} "{name}" already exists',
+                name=name,
+                kind=resource.plural,
             )
         if "status" in info.subresources:
             body.pop("status", None)  # the status subresource is written on its own path
@@ -730,15 +795,20 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         found = self._current((NAMESPACES, None, namespace or ""))
         if found is None:
             raise _error(
-                404, "NotFound", f'namespaces "{namespace}" not found',
-                name=namespace, kind="namespaces",
+                404,
+                "NotFound",
+                f'namespaces "{namespace}" not found',
+                name=namespace,
+                kind="namespaces",
             )
         if found["metadata"].get("deletionTimestamp"):
             raise _error(
-                403, "Forbidden",
+                403,
+                "Forbidden",
                 f"unable to create new content in namespace {namespace} "
                 "because it is being terminated",
-                name=namespace, kind="namespaces",
+                name=namespace,
+                kind="namespaces",
             )
 
     @staticmethod
@@ -754,7 +824,8 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         given = (wanted.get("metadata") or {}).get("resourceVersion")
         if given and given != current["metadata"]["resourceVersion"]:
             raise _error(
-                409, "Conflict",
+                409,
+                "Conflict",
                 "Operation cannot be fulfilled: the object has been modified; "
                 "please apply your changes to the latest version and try again",
                 name=current["metadata"]["name"],
@@ -788,8 +859,11 @@ class ClusterEmulator(kmock.KubernetesEmulator):
     @staticmethod
     def _not_found(resource: kmock.resource, name: str | None) -> kmock.KubernetesError:
         return _error(
-            404, "NotFound", f'{resource.plural} "{name}" not found',
-            name=name, kind=resource.plural,
+            404,
+            "NotFound",
+            f'{resource.plural} "{name}" not found',
+            name=name,
+            kind=resource.plural,
         )
 
 
@@ -861,7 +935,10 @@ def write_requests(
 
 
 _REASONS = {
-    409: "Conflict", 429: "TooManyRequests", 500: "InternalError", 503: "ServiceUnavailable"
+    409: "Conflict",
+    429: "TooManyRequests",
+    500: "InternalError",
+    503: "ServiceUnavailable",
 }
 
 
@@ -883,8 +960,13 @@ def fail_next(
     headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
     reason = _REASONS.get(status, "InternalError")
     body = {
-        "apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Failure",
-        "code": status, "reason": reason, "message": f"injected {status} {reason}",
+        "apiVersion": "v1",
+        "kind": "Status",
+        "metadata": {},
+        "status": "Failure",
+        "code": status,
+        "reason": reason,
+        "message": f"injected {status} {reason}",
     }
     reaction = view[seen : seen + times] << status
     if headers:

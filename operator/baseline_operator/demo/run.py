@@ -36,6 +36,8 @@ from baseline_operator.policy.objects import (
 )
 
 ENFORCE = "pod-security.kubernetes.io/enforce"
+# The name the production baseline wants for its default-deny policy, taken beforehand.
+TAKEN_NAME = "production-default-deny"
 TIMEOUT = 60.0
 
 # (name, labels): a mix that exercises selection, exclusion, layering and Audit mode.
@@ -83,15 +85,27 @@ async def demo(count: int, out: TextIO) -> int:
         kube = KubeApi(client)
         namespaces = demo_namespaces(count)
         for name, labels in namespaces:
-            await kube.create(NAMESPACE, None, {"apiVersion": "v1", "kind": "Namespace",
-                                                "metadata": {"name": name, "labels": labels}})
+            await kube.create(
+                NAMESPACE,
+                None,
+                {
+                    "apiVersion": "v1",
+                    "kind": "Namespace",
+                    "metadata": {"name": name, "labels": labels},
+                },
+            )
         foreign = "payments" if any(name == "payments" for name, _ in namespaces) else None
         if foreign:
-            await kube.create(NETWORK_POLICY, foreign, {
-                "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-                "metadata": {"name": "production-default-deny", "namespace": foreign},
-                "spec": {"podSelector": {}, "policyTypes": ["Ingress"]},
-            })
+            await kube.create(
+                NETWORK_POLICY,
+                foreign,
+                {
+                    "apiVersion": "networking.k8s.io/v1",
+                    "kind": "NetworkPolicy",
+                    "metadata": {"name": "production-default-deny", "namespace": foreign},
+                    "spec": {"podSelector": {}, "policyTypes": ["Ingress"]},
+                },
+            )
         baselines = example_baselines()
         for body in baselines:
             await kube.create(SECURITY_BASELINE, None, body)
@@ -100,7 +114,7 @@ async def demo(count: int, out: TextIO) -> int:
         say("baseline-operator demo: the real operator loop against an in-process API emulator")
         say(f"  {len(namespaces)} namespaces, {len(names)} SecurityBaselines: {', '.join(names)}")
         if foreign:
-            say(f"  already there, made by someone else: NetworkPolicy {foreign}/production-default-deny")
+            say(f"  already there, made by someone else: NetworkPolicy {foreign}/{TAKEN_NAME}")
         say()
 
         stop = asyncio.Event()
@@ -108,14 +122,17 @@ async def demo(count: int, out: TextIO) -> int:
         loop = asyncio.get_running_loop()
         started = loop.time()
         operator = asyncio.create_task(
-            operate(kube, lambda: kopf.ConnectionInfo(server=url), options, stop_flag=stop,
-                    watch_timeout=60)
+            operate(
+                kube,
+                lambda: kopf.ConnectionInfo(server=url),
+                options,
+                stop_flag=stop,
+                watch_timeout=60,
+            )
         )
         try:
             say("converging")
-            settled = await _wait(
-                lambda: _progress(kube, names, say, started, loop.time), TIMEOUT
-            )
+            settled = await _wait(lambda: _progress(kube, names, say, started, loop.time), TIMEOUT)
             if not settled:
                 say(f"  not settled within {TIMEOUT:.0f}s")
                 return 1
@@ -126,16 +143,16 @@ async def demo(count: int, out: TextIO) -> int:
             say()
             await _show_baselines(kube, names, say)
         finally:
-            client.close()  # open pooled connections would hold kopf's shutdown for seconds
+            client.close()  # type: ignore[no-untyped-call]  # open pooled connections would hold kopf's shutdown for seconds
             stop.set()
             with contextlib.suppress(asyncio.CancelledError):
                 await operator
     return 0
 
 
-async def _wait(check: Callable[[], Awaitable[bool]], timeout: float, every: float = 0.1) -> bool:
+async def _wait(check: Callable[[], Awaitable[bool]], limit: float, every: float = 0.1) -> bool:
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + limit
     while loop.time() < deadline:
         if await check():
             return True
@@ -154,7 +171,10 @@ _last_line: dict[str, str] = {}
 
 
 async def _progress(
-    kube: KubeApi, names: list[str], say: Callable[[str], None], started: float,
+    kube: KubeApi,
+    names: list[str],
+    say: Callable[[str], None],
+    started: float,
     clock: Callable[[], float],
 ) -> bool:
     baselines = {item["metadata"]["name"]: item for item in await _list(kube, SECURITY_BASELINE)}
@@ -170,7 +190,8 @@ async def _progress(
         ):
             reported += 1
     labelled = sum(
-        1 for item in await _list(kube, NAMESPACE)
+        1
+        for item in await _list(kube, NAMESPACE)
         if any(key.startswith(APPLIED_PREFIX) for key in item["metadata"].get("labels", {}))
     )
     line = f"  {labelled} namespaces carry a baseline; {reported}/{len(names)} baselines report"
@@ -188,24 +209,39 @@ async def _show_namespaces(
         for item in await _list(kube, kind):
             if is_managed(item["metadata"].get("labels")):
                 by_namespace.setdefault(item["metadata"]["namespace"], Counter())[kind.kind] += 1
-    labels = {item["metadata"]["name"]: item["metadata"].get("labels", {})
-              for item in await _list(kube, NAMESPACE)}
+    labels = {
+        item["metadata"]["name"]: item["metadata"].get("labels", {})
+        for item in await _list(kube, NAMESPACE)
+    }
     say(f"{'NAMESPACE':<14}{'BASELINES':<22}{'ENFORCE':<12}GENERATED OBJECTS")
     for name, _ in namespaces:
-        applied = sorted(key.removeprefix(APPLIED_PREFIX) for key in labels.get(name, {})
-                         if key.startswith(APPLIED_PREFIX))
+        applied = sorted(
+            key.removeprefix(APPLIED_PREFIX)
+            for key in labels.get(name, {})
+            if key.startswith(APPLIED_PREFIX)
+        )
         counts = by_namespace.get(name, Counter())
         objects = ", ".join(f"{kind} {number}" for kind, number in sorted(counts.items())) or "-"
-        say(f"{name:<14}{','.join(applied) or '-':<22}{labels.get(name, {}).get(ENFORCE, '-'):<12}"
-            f"{objects}")
+        say(
+            f"{name:<14}{','.join(applied) or '-':<22}{labels.get(name, {}).get(ENFORCE, '-'):<12}"
+            f"{objects}"
+        )
 
 
 async def _show_drift_repair(
-    kube: KubeApi, namespaces: list[tuple[str, dict[str, str]]], say: Callable[[str], None],
+    kube: KubeApi,
+    namespaces: list[tuple[str, dict[str, str]]],
+    say: Callable[[str], None],
     clock: Callable[[], float],
 ) -> None:
-    target = next((name for name, labels in namespaces if labels == {"env": "production"}
-                   and name not in ("payments", "legacy-app")), None)
+    target = next(
+        (
+            name
+            for name, labels in namespaces
+            if labels == {"env": "production"} and name not in ("payments", "legacy-app")
+        ),
+        None,
+    )
     if target is None:
         return
     say("drift")
@@ -216,40 +252,57 @@ async def _show_drift_repair(
     async def recreated() -> bool:
         try:
             body = (await kube.request("GET", policy_path)).body
-        except Exception:  # noqa: BLE001 - not there yet
+        except Exception:
             return False
         return is_managed(body["metadata"].get("labels"))
 
     if await _wait(recreated, 10, every=0.02):
-        say(f"  deleted NetworkPolicy {target}/production-default-deny: recreated after"
-            f" {clock() - started:.2f}s")
+        say(
+            f"  deleted NetworkPolicy {target}/production-default-deny: recreated after"
+            f" {clock() - started:.2f}s"
+        )
 
     namespace_path = collection_path(NAMESPACE, None) + f"/{target}"
     started = clock()
-    await kube.request("PATCH", namespace_path, content_type="application/merge-patch+json",
-                       body={"metadata": {"labels": {ENFORCE: "privileged"}}})
+    await kube.request(
+        "PATCH",
+        namespace_path,
+        content_type="application/merge-patch+json",
+        body={"metadata": {"labels": {ENFORCE: "privileged"}}},
+    )
 
     async def restored() -> bool:
         body = (await kube.request("GET", namespace_path)).body
         return bool(body["metadata"].get("labels", {}).get(ENFORCE) == "restricted")
 
     if await _wait(restored, 10, every=0.02):
-        say(f"  set {ENFORCE}=privileged on {target}: restored to restricted after"
-            f" {clock() - started:.2f}s")
+        say(
+            f"  set {ENFORCE}=privileged on {target}: restored to restricted after"
+            f" {clock() - started:.2f}s"
+        )
 
     binding_path = collection_path(ROLE_BINDING, target) + "/production-viewers"
     started = clock()
-    await kube.request("PATCH", binding_path, content_type="application/merge-patch+json",
-                       body={"subjects": [{"kind": "Group", "name": "everyone",
-                                           "apiGroup": "rbac.authorization.k8s.io"}]})
+    await kube.request(
+        "PATCH",
+        binding_path,
+        content_type="application/merge-patch+json",
+        body={
+            "subjects": [
+                {"kind": "Group", "name": "everyone", "apiGroup": "rbac.authorization.k8s.io"}
+            ]
+        },
+    )
 
     async def rebound() -> bool:
         body = (await kube.request("GET", binding_path)).body
         return bool(body.get("subjects", [{}])[0].get("name") == "team-a")
 
     if await _wait(rebound, 10, every=0.02):
-        say(f"  rebound RoleBinding {target}/production-viewers to group 'everyone':"
-            f" repaired after {clock() - started:.2f}s")
+        say(
+            f"  rebound RoleBinding {target}/production-viewers to group 'everyone':"
+            f" repaired after {clock() - started:.2f}s"
+        )
 
 
 async def _show_baselines(kube: KubeApi, names: list[str], say: Callable[[str], None]) -> None:
@@ -258,16 +311,23 @@ async def _show_baselines(kube: KubeApi, names: list[str], say: Callable[[str], 
     for name in names:
         status = baselines[name].get("status") or {}
         counts = status.get("namespaces") or {}
-        ready = next((c for c in status.get("conditions", []) if c["type"] == "Ready"), {})
-        say(f"{name:<22}{baselines[name]['spec'].get('mode', 'Enforce'):<9}"
-            f"{counts.get('selected', 0):<10}{counts.get('compliant', 0):<11}{ready.get('status', '')}")
+        ready: dict[str, Any] = next(
+            (c for c in status.get("conditions", []) if c["type"] == "Ready"), {}
+        )
+        say(
+            f"{name:<22}{baselines[name]['spec'].get('mode', 'Enforce'):<9}"
+            f"{counts.get('selected', 0):<10}{counts.get('compliant', 0):<11}"
+            f"{ready.get('status', '')}"
+        )
     for name in names:
         status = baselines[name].get("status") or {}
-        say()
+        say("")
         say(f"SecurityBaseline {name}")
         say("  Conditions:")
         for condition in status.get("conditions", []):
-            say(f"    {condition['type']:<11}{condition['status']:<6}{condition['reason']:<16}"
-                f"{condition['message']}")
+            say(
+                f"    {condition['type']:<11}{condition['status']:<6}{condition['reason']:<16}"
+                f"{condition['message']}"
+            )
         for report in status.get("nonCompliant", []):
             say(f"  Not compliant: {report['namespace']}: {report['reason']}: {report['message']}")

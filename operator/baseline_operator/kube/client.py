@@ -98,7 +98,11 @@ class KubeApi:
 
     async def delete(self, ref: ObjectRef, uid: str | None) -> bool:
         """Delete one object, only if it is still the one we saw (uid). False if already gone."""
-        body: Body = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background"}
+        body: Body = {
+            "apiVersion": "v1",
+            "kind": "DeleteOptions",
+            "propagationPolicy": "Background",
+        }
         if uid:
             body["preconditions"] = {"uid": uid}
         try:
@@ -159,8 +163,14 @@ class KubeApi:
             if not _retriable(failure, method) or attempt == self.retry.attempts - 1:
                 raise failure
             delay = self.retry.delay(attempt, retry_after)
-            log.info("retrying request", method=method, path=path, status=failure.status,
-                     reason=failure.reason, delay=round(delay, 2))
+            log.info(
+                "retrying request",
+                method=method,
+                path=path,
+                status=failure.status,
+                reason=failure.reason,
+                delay=round(delay, 2),
+            )
             await asyncio.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 

@@ -70,7 +70,9 @@ def read_documents(path: str, stdin: IO[str] | None = None) -> Iterator[Document
 def _check_kind(document: Document) -> None:
     body = document.body
     if not isinstance(body, Mapping):
-        raise InputError(f"{document.where}: expected a SecurityBaseline, found a {type(body).__name__}")
+        raise InputError(
+            f"{document.where}: expected a SecurityBaseline, found a {type(body).__name__}"
+        )
     if body.get("kind") != KIND or body.get("apiVersion") != API_VERSION:
         raise InputError(
             f"{document.where}: expected kind {KIND} ({API_VERSION}),"
@@ -184,7 +186,9 @@ def render_objects(
         )
     objects.extend(desired.body for desired in plan.objects)
     for baseline in chosen:
-        objects.extend(desired.body for desired in render_cluster_objects(baseline, operator_username()))
+        objects.extend(
+            desired.body for desired in render_cluster_objects(baseline, operator_username())
+        )
     notes.extend(supersession.message for supersession in plan.superseded)
     return objects, notes
 

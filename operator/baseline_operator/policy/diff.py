@@ -28,6 +28,7 @@ from baseline_operator.api.spec import AdoptPolicy, CleanupPolicy
 from baseline_operator.policy.names import (
     APPLIED_PREFIX,
     DESIRED_HASH_KEY,
+    FIELD_MANAGER,
     is_managed,
     owning_baseline,
 )
@@ -45,6 +46,9 @@ class ObservedObject:
     uid: str | None
     labels: Mapping[str, str]
     body: Body = field(compare=False, hash=False)
+    # Top-level fields the operator's field manager owns by server-side apply (from
+    # managedFields); what it set on objects it does not own, e.g. the default ServiceAccount.
+    owned_fields: frozenset[str] = frozenset()
 
     @property
     def managed(self) -> bool:
@@ -75,6 +79,7 @@ def observe(body: Body) -> ObservedObject:
     """Reduce a watched body: drop status and server bookkeeping, keep what can drift."""
     metadata = dict(body.get("metadata") or {})
     uid = metadata.get("uid")
+    owned = owned_top_fields(metadata.get("managedFields"), FIELD_MANAGER)
     for key in _VOLATILE_METADATA:
         metadata.pop(key, None)
     essence = {key: value for key, value in body.items() if key != "status"}
@@ -84,6 +89,7 @@ def observe(body: Body) -> ObservedObject:
         uid=uid if isinstance(uid, str) else None,
         labels=dict(metadata.get("labels") or {}),
         body=essence,
+        owned_fields=owned,
     )
 
 
@@ -110,6 +116,28 @@ def observe_namespace(body: Body, manager: str) -> NamespaceState:
         terminating=bool(metadata.get("deletionTimestamp")) or status.get("phase") == "Terminating",
         owned_label_keys=owned_label_keys(metadata.get("managedFields"), manager),
     )
+
+
+def _apply_entries(managed_fields: Any, manager: str) -> list[dict[str, Any]]:
+    if not isinstance(managed_fields, list):
+        return []
+    return [
+        entry.get("fieldsV1") or {}
+        for entry in managed_fields
+        if isinstance(entry, dict)
+        and entry.get("manager") == manager
+        and entry.get("operation") == "Apply"
+    ]
+
+
+def owned_top_fields(managed_fields: Any, manager: str) -> frozenset[str]:
+    """Top-level fields (other than metadata) a field manager owns through server-side apply."""
+    fields: set[str] = set()
+    for entry in _apply_entries(managed_fields, manager):
+        fields.update(
+            key.removeprefix("f:") for key in entry if key.startswith("f:") and key != "f:metadata"
+        )
+    return frozenset(fields)
 
 
 def owned_label_keys(managed_fields: Any, manager: str) -> frozenset[str] | None:
@@ -149,6 +177,7 @@ class ApplyReason(StrEnum):
     CREATE = "create"
     UPDATE = "update"  # drift repaired, or the baseline changed
     ADOPT = "adopt"  # an object the operator did not make, taken over as `adopt` allows
+    RELEASE = "release"  # fields the operator set on an object it does not own, given back
 
 
 @dataclass(frozen=True)
@@ -262,6 +291,7 @@ def diff_objects(
     desired: tuple[DesiredObject, ...],
     observed: Mapping[ObjectRef, ObservedObject],
     owners: Mapping[str, OwnerState],
+    release_fields: bool = True,
 ) -> tuple[tuple[Apply, ...], tuple[Delete, ...], tuple[Conflict, ...]]:
     """The applies, deletes and conflicts that turn `observed` into `desired`.
 
@@ -288,7 +318,8 @@ def diff_objects(
             continue
         policy = owners.get(item.baseline or "", OwnerState()).adopt
         if policy is AdoptPolicy.FORCE or (
-            policy is AdoptPolicy.IF_IDENTICAL and covers(current.body, _without_metadata(item.body))
+            policy is AdoptPolicy.IF_IDENTICAL
+            and covers(current.body, _without_metadata(item.body))
         ):
             applies.append(Apply(item, with_desired_hash(item), ApplyReason.ADOPT))
         else:
@@ -296,7 +327,13 @@ def diff_objects(
 
     deletes: list[Delete] = []
     for ref, current in sorted(observed.items()):
-        if ref in desired_refs or not current.managed:
+        if ref in desired_refs:
+            continue
+        if not current.managed:
+            if current.owned_fields and release_fields:
+                # Applying just the identity gives up every field the operator set there.
+                bare = DesiredObject(ref, _identity(current.body), None, Ownership.FIELDS)
+                applies.append(Apply(bare, bare.body, ApplyReason.RELEASE))
             continue
         owner = current.owner
         state = owners.get(owner) if owner is not None else None
@@ -316,7 +353,12 @@ def diff_namespace(
 ) -> NamespaceChanges:
     """The writes that bring one namespace to its plan (objects and the operator's labels)."""
     in_namespace = {ref: obj for ref, obj in observed.items() if ref.namespace == namespace.name}
-    applies, deletes, conflicts = diff_objects(desired, in_namespace, owners)
+    # A baseline the operator cannot judge may have wanted the fields it set on foreign
+    # objects (the default ServiceAccount's token setting): keep them until it can.
+    held_back = bool(_held_back_baselines(namespace, owners))
+    applies, deletes, conflicts = diff_objects(
+        desired, in_namespace, owners, release_fields=not held_back
+    )
     return NamespaceChanges(
         namespace=namespace.name,
         labels=_labels_to_apply(plan_labels, namespace, owners),
@@ -324,6 +366,14 @@ def diff_namespace(
         deletes=deletes,
         conflicts=conflicts,
     )
+
+
+def _identity(body: Body) -> Body:
+    metadata = body.get("metadata") or {}
+    identity: Body = {"name": metadata.get("name")}
+    if metadata.get("namespace"):
+        identity["namespace"] = metadata["namespace"]
+    return {"apiVersion": body.get("apiVersion"), "kind": body.get("kind"), "metadata": identity}
 
 
 def _without_metadata(body: Body) -> Body:
@@ -345,19 +395,26 @@ def desired_namespace_labels(
 ) -> dict[str, str]:
     """The operator's labels for the namespace, keeping those of baselines it cannot judge."""
     labels = dict(plan_labels)
-    held_back = False
-    for key, value in namespace.labels.items():
-        if not key.startswith(APPLIED_PREFIX):
-            continue
-        state = owners.get(key.removeprefix(APPLIED_PREFIX))
-        if state is None or state.frozen:
-            labels[key] = value
-            held_back = True
+    held_back = _held_back_baselines(namespace, owners)
+    for name in held_back:
+        labels[f"{APPLIED_PREFIX}{name}"] = namespace.labels[f"{APPLIED_PREFIX}{name}"]
     if held_back:
         # A frozen or unknown baseline may have set Pod Security levels: never lower them here.
         current_psa = {k: v for k, v in namespace.labels.items() if k.startswith(PSA_PREFIX)}
         labels = merge_stricter(labels, current_psa)
     return labels
+
+
+def _held_back_baselines(namespace: NamespaceState, owners: Mapping[str, OwnerState]) -> list[str]:
+    """Baselines applied to the namespace that the operator cannot judge now (frozen or unknown)."""
+    held: list[str] = []
+    for key in namespace.labels:
+        if key.startswith(APPLIED_PREFIX):
+            name = key.removeprefix(APPLIED_PREFIX)
+            state = owners.get(name)
+            if state is None or state.frozen:
+                held.append(name)
+    return held
 
 
 def _labels_to_apply(

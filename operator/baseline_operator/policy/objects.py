@@ -33,12 +33,18 @@ ROLE = Kind("rbac.authorization.k8s.io", "v1", "Role", "roles")
 ROLE_BINDING = Kind("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings")
 EXTERNAL_SECRET = Kind("external-secrets.io", "v1", "ExternalSecret", "externalsecrets")
 VALIDATING_ADMISSION_POLICY = Kind(
-    "admissionregistration.k8s.io", "v1", "ValidatingAdmissionPolicy",
-    "validatingadmissionpolicies", namespaced=False,
+    "admissionregistration.k8s.io",
+    "v1",
+    "ValidatingAdmissionPolicy",
+    "validatingadmissionpolicies",
+    namespaced=False,
 )
 VALIDATING_ADMISSION_POLICY_BINDING = Kind(
-    "admissionregistration.k8s.io", "v1", "ValidatingAdmissionPolicyBinding",
-    "validatingadmissionpolicybindings", namespaced=False,
+    "admissionregistration.k8s.io",
+    "v1",
+    "ValidatingAdmissionPolicyBinding",
+    "validatingadmissionpolicybindings",
+    namespaced=False,
 )
 
 # Namespaced kinds the operator generates inside selected namespaces.

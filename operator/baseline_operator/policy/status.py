@@ -68,7 +68,9 @@ class BaselineFacts:
     non_compliant_workloads: Sequence[Mapping[str, Any]] = ()
 
 
-def build_status(facts: BaselineFacts, previous: Mapping[str, Any] | None, now: str) -> dict[str, Any]:
+def build_status(
+    facts: BaselineFacts, previous: Mapping[str, Any] | None, now: str
+) -> dict[str, Any]:
     """The whole status object (wire form) for a baseline."""
     previous = previous or {}
     conditions = list(previous.get("conditions") or [])
@@ -77,11 +79,20 @@ def build_status(facts: BaselineFacts, previous: Mapping[str, Any] | None, now: 
     if facts.spec_errors:
         shown = "; ".join(facts.spec_errors[:MAX_REPORTED])
         more = len(facts.spec_errors) - MAX_REPORTED
-        message = f"invalid spec, nothing written: {shown}" + (f" (+{more} more)" if more > 0 else "")
-        conditions = set_condition(conditions, READY, "False", "InvalidSpec", message, generation, now)
+        message = f"invalid spec, nothing written: {shown}" + (
+            f" (+{more} more)" if more > 0 else ""
+        )
         conditions = set_condition(
-            conditions, DEGRADED, "False", "InvalidSpec", "the operator is waiting for a valid spec",
-            generation, now,
+            conditions, READY, "False", "InvalidSpec", message, generation, now
+        )
+        conditions = set_condition(
+            conditions,
+            DEGRADED,
+            "False",
+            "InvalidSpec",
+            "the operator is waiting for a valid spec",
+            generation,
+            now,
         )
         status: dict[str, Any] = {
             "observedGeneration": generation,
@@ -94,7 +105,7 @@ def build_status(facts: BaselineFacts, previous: Mapping[str, Any] | None, now: 
         return status
 
     outcomes = facts.outcomes
-    counts = {result: 0 for result in Result}
+    counts = dict.fromkeys(Result, 0)
     for outcome in outcomes.values():
         counts[outcome.result] += 1
     selected = len(outcomes)
@@ -105,16 +116,22 @@ def build_status(facts: BaselineFacts, previous: Mapping[str, Any] | None, now: 
     conditions = _conflicted(conditions, outcomes, counts, generation, now)
 
     reports = [
-        {"namespace": namespace, "reason": outcome.reason or outcome.result.value,
-         "message": outcome.message[:1024]}
+        {
+            "namespace": namespace,
+            "reason": outcome.reason or outcome.result.value,
+            "message": outcome.message[:1024],
+        }
         for namespace, outcome in sorted(outcomes.items())
         if outcome.result not in (Result.COMPLIANT,)
     ]
     # Failures first, then conflicts, so the bounded list shows what needs action.
     reports.sort(key=lambda report: -_SEVERITY[outcomes[report["namespace"]].result])
     previews = [
-        {"namespace": namespace, "level": outcome.psa_level or "",
-         "warnings": [warning[:1024] for warning in outcome.psa_warnings[:MAX_REPORTED]]}
+        {
+            "namespace": namespace,
+            "level": outcome.psa_level or "",
+            "warnings": [warning[:1024] for warning in outcome.psa_warnings[:MAX_REPORTED]],
+        }
         for namespace, outcome in sorted(outcomes.items())
         if outcome.psa_warnings
     ]
@@ -152,9 +169,13 @@ def _ready(
     generation = facts.generation
     if stale:
         return set_condition(
-            conditions, READY, "False", "Reconciling",
+            conditions,
+            READY,
+            "False",
+            "Reconciling",
             f"{selected - stale} of {selected} namespaces reconciled for generation {generation}",
-            generation, now,
+            generation,
+            now,
         )
     if facts.audit_mode:
         would = counts[Result.DRIFTED]
@@ -165,14 +186,24 @@ def _ready(
         return set_condition(conditions, READY, "True", "Audited", message, generation, now)
     failing = counts[Result.FAILED] + counts[Result.CONFLICTED] + counts[Result.DRIFTED]
     if failing:
-        reason = "ApplyFailed" if counts[Result.FAILED] else (
-            "Conflicted" if counts[Result.CONFLICTED] else "Drifted")
-        message = f"{failing} of {selected} namespaces do not hold the posture (see status.nonCompliant)"
+        reason = (
+            "ApplyFailed"
+            if counts[Result.FAILED]
+            else ("Conflicted" if counts[Result.CONFLICTED] else "Drifted")
+        )
+        message = (
+            f"{failing} of {selected} namespaces do not hold the posture (see status.nonCompliant)"
+        )
         return set_condition(conditions, READY, "False", reason, message, generation, now)
     if selected == 0:
         return set_condition(
-            conditions, READY, "True", "NoNamespacesSelected", "the baseline selects no namespace",
-            generation, now,
+            conditions,
+            READY,
+            "True",
+            "NoNamespacesSelected",
+            "the baseline selects no namespace",
+            generation,
+            now,
         )
     message = f"all {selected} selected namespaces hold the posture"
     if counts[Result.SUPERSEDED]:
@@ -189,16 +220,19 @@ def _degraded(
 ) -> list[dict[str, Any]]:
     if cluster_problem is not None:
         message = f"admission policies: {cluster_problem}"
-        return set_condition(conditions, DEGRADED, "True", "AdmissionPolicyFailed",
-                             message[:1024], generation, now)
+        return set_condition(
+            conditions, DEGRADED, "True", "AdmissionPolicyFailed", message[:1024], generation, now
+        )
     failed = sorted(ns for ns, outcome in outcomes.items() if outcome.result is Result.FAILED)
     if failed:
         first = outcomes[failed[0]]
         message = f"writes failed in {len(failed)} namespaces: {failed[0]}: {first.message}"
-        return set_condition(conditions, DEGRADED, "True", "ApplyFailed", message[:1024],
-                             generation, now)
-    return set_condition(conditions, DEGRADED, "False", "AsExpected", "no write failed",
-                         generation, now)
+        return set_condition(
+            conditions, DEGRADED, "True", "ApplyFailed", message[:1024], generation, now
+        )
+    return set_condition(
+        conditions, DEGRADED, "False", "AsExpected", "no write failed", generation, now
+    )
 
 
 def _conflicted(
@@ -212,17 +246,22 @@ def _conflicted(
     superseded = sorted(ns for ns, o in outcomes.items() if o.result is Result.SUPERSEDED)
     if conflicted:
         first = outcomes[conflicted[0]]
-        message = f"{len(conflicted)} namespaces hold objects the operator did not make:" \
-                  f" {conflicted[0]}: {first.message}"
-        return set_condition(conditions, CONFLICTED, "True", "ForeignObject", message[:1024],
-                             generation, now)
+        message = (
+            f"{len(conflicted)} namespaces hold objects the operator did not make:"
+            f" {conflicted[0]}: {first.message}"
+        )
+        return set_condition(
+            conditions, CONFLICTED, "True", "ForeignObject", message[:1024], generation, now
+        )
     if superseded:
         first = outcomes[superseded[0]]
         message = f"{len(superseded)} namespaces: {superseded[0]}: {first.message}"
-        return set_condition(conditions, CONFLICTED, "True", "Superseded", message[:1024],
-                             generation, now)
-    return set_condition(conditions, CONFLICTED, "False", "NoConflicts", "nothing in the way",
-                         generation, now)
+        return set_condition(
+            conditions, CONFLICTED, "True", "Superseded", message[:1024], generation, now
+        )
+    return set_condition(
+        conditions, CONFLICTED, "False", "NoConflicts", "nothing in the way", generation, now
+    )
 
 
 def set_condition(
