@@ -39,7 +39,8 @@ class EventRecorder:
         involved = {"apiVersion": "v1", "kind": "Namespace", "name": namespace}
         if uid:
             involved["uid"] = uid
-        await self._post(namespace, involved, type_, reason, message)
+        # A Namespace is cluster-scoped: its Events live in `default` too.
+        await self._post(CLUSTER_EVENTS_NAMESPACE, involved, type_, reason, message)
 
     async def on_baseline(
         self, name: str, uid: str | None, type_: str, reason: str, message: str

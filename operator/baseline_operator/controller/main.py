@@ -35,31 +35,42 @@ class OperatorOptions:
 
 
 def configure_logging(verbosity: int) -> None:
-    """Structured logs: key=value on a terminal, JSON lines otherwise (for log collectors)."""
+    """One log stream: the operator's and kopf's records, key=value on a terminal, JSON lines
+    otherwise (for log collectors)."""
     level = logging.DEBUG if verbosity >= 1 else logging.INFO
     renderer: Any = (
         structlog.dev.ConsoleRenderer()
         if sys.stderr.isatty()
         else structlog.processors.JSONRenderer()
     )
+    shared: list[Any] = [
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso"),
+    ]
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso"),
-            structlog.processors.format_exc_info,
-            renderer,
+            *shared,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=True,
     )
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
     )
-    # kopf's own debug output is verbose: only at -vv.
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(level)
+    # kopf's own debug output is verbose: only at -vv; its per-object handler lines at -v.
     logging.getLogger("kopf").setLevel(logging.DEBUG if verbosity >= 2 else logging.INFO)
+    logging.getLogger("kopf.objects").setLevel(logging.INFO if verbosity >= 1 else logging.WARNING)
 
 
 @contextlib.asynccontextmanager

@@ -134,6 +134,10 @@ class Reconciler:
                 )
         await self._report_namespace(state, changes, failures, results)
         self._record(name, results)
+        if any(not _unserved(error) for error in failures.values()):
+            # The queue retries with backoff; a kind the server does not serve waits for the
+            # next resync instead (installing its CRD also triggers nothing else).
+            raise RetryLater(f"namespace {name}: {len(failures)} writes failed")
 
     async def _execute(
         self, state: NamespaceState, changes: NamespaceChanges
@@ -146,7 +150,7 @@ class Reconciler:
             try:
                 answer = await self.kube.apply(item.body)
             except ApiError as exc:
-                failures[item.desired.ref] = str(exc)
+                failures[item.desired.ref] = _explain(item.desired.ref, exc)
                 return
             self.view.writes.record(item.desired.ref, before, answer.body)
 
@@ -156,7 +160,7 @@ class Reconciler:
                 await self.kube.delete(item.ref, item.uid)
             except ApiError as exc:
                 if not exc.conflict:  # a uid mismatch: the object was replaced; look again
-                    failures[item.ref] = str(exc)
+                    failures[item.ref] = f"{item.ref}: {exc}"
                 return
             self.view.writes.record(item.ref, before, None)
 
@@ -173,7 +177,7 @@ class Reconciler:
             try:
                 answer = await self.kube.apply(body)
             except ApiError as exc:
-                failures[ref] = str(exc)
+                failures[ref] = f"{ref}: {exc}"
             else:
                 self.view.writes.record(ref, before, answer.body)
         return failures
@@ -216,13 +220,13 @@ class Reconciler:
             preview if baseline.spec.pod_security and baseline.spec.pod_security.enforce else ()
         )
         if failed:
-            ref, error = failed[0]
+            _, error = failed[0]
             more = f" (+{len(failed) - 1} more)" if len(failed) > 1 else ""
             return Outcome(
                 Result.FAILED,
                 generation,
                 "ApplyFailed",
-                f"{ref}: {error}{more}",
+                f"{error}{more}",
                 warnings,
                 psa_level,
             )
@@ -403,8 +407,7 @@ class Reconciler:
         failures = await self._execute_cluster(applies, deletes)
         problem = None
         if failures:
-            ref, error = sorted(failures.items())[0]
-            problem = f"{ref}: {error}"
+            _, problem = sorted(failures.items())[0]
         elif conflicts:
             problem = conflicts[0].message
         if self.cluster_problems.get(name) != problem:
@@ -425,7 +428,7 @@ class Reconciler:
             try:
                 answer = await self.kube.apply(item.body)
             except ApiError as exc:
-                failures[item.desired.ref] = str(exc)
+                failures[item.desired.ref] = _explain(item.desired.ref, exc)
                 continue
             self.view.writes.record(item.desired.ref, before, answer.body)
         for gone in sorted(deletes, key=lambda d: d.ref.kind.kind, reverse=True):  # bindings first
@@ -434,7 +437,7 @@ class Reconciler:
                 await self.kube.delete(gone.ref, gone.uid)
             except ApiError as exc:
                 if not exc.conflict:
-                    failures[gone.ref] = str(exc)
+                    failures[gone.ref] = f"{gone.ref}: {exc}"
                 continue
             self.view.writes.record(gone.ref, before, None)
         return failures
@@ -490,6 +493,26 @@ class Reconciler:
                 str(ready_now["reason"]),
                 str(ready_now.get("message")),
             )
+
+
+class RetryLater(Exception):
+    """Some writes failed; the outcome is recorded and the key goes back on the queue."""
+
+
+_UNSERVED = "is not served by the API server"
+
+
+def _explain(ref: ObjectRef, error: ApiError) -> str:
+    if error.not_found and ref.kind.group and "page not found" in error.message.lower():
+        return (
+            f"{ref}: {ref.kind.plural}.{ref.kind.group}/{ref.kind.version} {_UNSERVED}"
+            " (is its CRD installed?)"
+        )
+    return f"{ref}: {error}"
+
+
+def _unserved(error: str) -> bool:
+    return _UNSERVED in error
 
 
 def _owner_state(entry: BaselineEntry, selects_namespace: bool) -> OwnerState:

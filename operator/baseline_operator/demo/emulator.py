@@ -15,16 +15,16 @@ each one small and marked with the behaviour it stands in for:
 - DELETE preconditions, `dryRun=All`, namespace deletion that removes its content,
   equality-based label selectors, `resourceVersion` and `timeoutSeconds` on watches.
 
-managedFields are emulated for server-side apply only (one Apply entry per
-manager, listing the fields of its last applied body). Not emulated (do not test
-the operator against these): apply conflicts between managers (`force` is
-accepted and changes nothing), schema validation and pruning, admission
-(ValidatingAdmissionPolicies are stored, not enforced), ownerReference garbage
-collection, Pod Security warnings on dry runs, set-based selectors (`in`, `notin`: answered 400), DELETED events on a watch for
-an object that stops matching its label selector, bookmarks, the `finalize`
-subresource, PUT creating a missing object. A watch from a resourceVersion sends
-each object changed since then as ADDED (a real server sends MODIFIED) and nothing
-for objects deleted before the watch began.
+managedFields are emulated for server-side apply only (one Apply entry per manager,
+listing the fields of its last applied body). Not emulated (do not test the operator
+against these): apply conflicts between managers (`force` is accepted and changes
+nothing), schema validation and pruning, admission (ValidatingAdmissionPolicies are
+stored, not enforced), ownerReference garbage collection, Pod Security warnings on dry
+runs, set-based selectors (`in`, `notin`: answered 400), DELETED events on a watch for
+an object that stops matching its label selector, bookmarks, the `finalize` subresource,
+PUT creating a missing object. A watch from a resourceVersion sends each object changed
+since then as ADDED (a real server sends MODIFIED) and nothing for objects deleted
+before the watch began.
 
 How to run it
 -------------

@@ -212,7 +212,8 @@ class KubeApi:
 
 
 def _error_from(status: int, body: Body) -> ApiError:
-    return ApiError(status, str(body.get("reason") or ""), str(body.get("message") or body))
+    message = str(body.get("message") or body).strip()
+    return ApiError(status, str(body.get("reason") or ""), message)
 
 
 def _retriable(error: ApiError, method: str) -> bool:
