@@ -272,6 +272,8 @@ def release_unapplied(
                 now if isinstance(now, Mapping) else {},
                 [value for value in still_set if isinstance(value, Mapping)],
             )
+            if not result[key] and key not in applied and not still_set:
+                del result[key]  # nothing of anyone's is left in it
         elif key not in applied and not still_set:
             del result[key]
     return result
