@@ -21,7 +21,7 @@ from baseline_operator.policy.objects import (
     VALIDATING_ADMISSION_POLICY,
     ObjectRef,
 )
-from tests.integration.conftest import (
+from tests.support.cluster import (
     FULL_SPEC,
     Cluster,
     Operator,
@@ -480,4 +480,5 @@ async def test_namespace_deletion_is_never_blocked(cluster: Cluster, operator: O
 
 def write_requests_all(cluster: Cluster) -> list[Any]:
     """Every write, Events and status included: at rest there must be none at all."""
+    assert cluster.emulator is not None
     return write_requests(cluster.emulator)
