@@ -164,6 +164,12 @@ def audit(paths: tuple[str, ...], baseline_file: str | None, output: str, fail_o
     help="Namespaces reconciled at once (the request budget).",
 )
 @click.option(
+    "--workload-audit/--no-workload-audit",
+    default=True,
+    show_default=True,
+    help="Watch pods for baselines with workloadAudit.enabled (off: pods are not watched).",
+)
+@click.option(
     "--leader-election/--no-leader-election",
     default=True,
     show_default=True,
@@ -175,6 +181,7 @@ def run(
     liveness: str | None,
     resync_seconds: int,
     workers: int,
+    workload_audit: bool,
     leader_election: bool,
 ) -> None:
     """Run the operator against the current kubeconfig or in-cluster config."""
@@ -187,6 +194,7 @@ def run(
         resync_seconds=resync_seconds,
         workers=workers,
         leader_election=leader_election,
+        workload_audit=workload_audit,
     )
     sys.exit(run_operator(options))
 

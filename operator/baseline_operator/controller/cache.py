@@ -30,7 +30,7 @@ from baseline_operator.policy.diff import (
     observe,
     observe_namespace,
 )
-from baseline_operator.policy.names import APPLIED_PREFIX, FIELD_MANAGER
+from baseline_operator.policy.names import APPLIED_PREFIX, FIELD_MANAGER, is_managed
 from baseline_operator.policy.objects import (
     CLUSTER_KINDS,
     NAMESPACE,
@@ -38,9 +38,11 @@ from baseline_operator.policy.objects import (
     Kind,
     ObjectRef,
 )
+from baseline_operator.policy.workloads import pod_essence
 
 BASELINE_INDEX = "baseline_index"
 NAMESPACE_INDEX = "namespace_index"
+POD_INDEX = "pod_index"
 
 
 def object_index_name(kind: Kind) -> str:
@@ -222,6 +224,19 @@ class ClusterView:
     def cluster_objects(self) -> dict[ObjectRef, ObservedObject]:
         return self._objects(CLUSTER_KINDS, "")
 
+    def objects_of(self, kind: Kind, namespace: str) -> dict[ObjectRef, ObservedObject]:
+        return self._objects((kind,), namespace)
+
+    def pods_in(self, namespace: str) -> list[dict[str, Any]]:
+        """The essence of every pod in a namespace (see policy.workloads.pod_essence)."""
+        index = self.indexes.get(POD_INDEX)
+        if index is None or namespace not in index:
+            return []
+        pods: list[dict[str, Any]] = sorted(
+            index[namespace], key=lambda pod: pod["metadata"].get("name") or ""
+        )
+        return pods
+
     def _objects(self, kinds: Iterable[Kind], key: str) -> dict[ObjectRef, ObservedObject]:
         found: dict[ObjectRef, tuple[ObservedObject, str | None]] = {}
         for kind in kinds:
@@ -304,3 +319,17 @@ def index_object(body: Mapping[str, Any]) -> dict[str, tuple[ObservedObject, str
     raw = plain(body)
     observed = observe(raw)
     return {observed.ref.namespace or "": (observed, resource_version(raw))}
+
+
+def index_own_object(
+    body: Mapping[str, Any],
+) -> dict[str, tuple[ObservedObject, str | None]] | None:
+    """Only the operator's own objects of a kind other tools write too (PolicyReports)."""
+    if not is_managed(dict((body.get("metadata") or {}).get("labels") or {})):
+        return None
+    return index_object(body)
+
+
+def index_pod(body: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    essence = pod_essence(body)
+    return {essence["metadata"]["namespace"] or "": essence}

@@ -17,13 +17,16 @@ from baseline_operator.controller import settings as operator_settings
 from baseline_operator.controller.cache import (
     BASELINE_INDEX,
     NAMESPACE_INDEX,
+    POD_INDEX,
     index_baseline,
     index_namespace,
     index_object,
+    index_own_object,
+    index_pod,
     object_index_name,
 )
 from baseline_operator.controller.runtime import Runtime
-from baseline_operator.policy.objects import CLUSTER_KINDS, NAMESPACED_KINDS
+from baseline_operator.policy.objects import CLUSTER_KINDS, NAMESPACED_KINDS, POLICY_REPORT
 
 # How long kopf waits before calling the finalizer again while cleanup is still under way.
 CLEANUP_RETRY_DELAY = 5.0
@@ -46,6 +49,14 @@ def on_object_event(event: kopf.RawEvent, body: kopf.Body, memo: Any, **_: Any) 
     runtime_of(memo).on_object(event.get("type"), body)
 
 
+def on_pod_event(event: kopf.RawEvent, body: kopf.Body, memo: Any, **_: Any) -> None:
+    runtime_of(memo).on_pod(event.get("type"), body)
+
+
+def on_policy_report_event(event: kopf.RawEvent, body: kopf.Body, memo: Any, **_: Any) -> None:
+    runtime_of(memo).on_pod(event.get("type"), body)  # same key: that namespace's workloads
+
+
 async def finalize_baseline(
     name: str, memo: Any, logger: logging.Logger | logging.LoggerAdapter[Any], **_: Any
 ) -> None:
@@ -58,8 +69,12 @@ async def finalize_baseline(
     logger.info("everything the baseline made is cleaned up")
 
 
-def build_registry() -> kopf.OperatorRegistry:
-    """A registry with every handler of the operator (a fresh one per operator run)."""
+def build_registry(workload_audit: bool = True) -> kopf.OperatorRegistry:
+    """A registry with every handler of the operator (a fresh one per operator run).
+
+    Without `workload_audit`, pods are not watched at all (a large cluster may prefer that;
+    baselines with workloadAudit.enabled then report nothing).
+    """
     registry = kopf.OperatorRegistry()
 
     kopf.on.startup(registry=registry)(operator_settings.configure)
@@ -93,6 +108,24 @@ def build_registry() -> kopf.OperatorRegistry:
     kopf.on.event(
         group="", version="v1", plural="namespaces", id="namespace_event", registry=registry
     )(on_namespace_event)
+    if workload_audit:
+        kopf.index(group="", version="v1", plural="pods", id=POD_INDEX, registry=registry)(
+            _index_pod
+        )
+        kopf.on.event(group="", version="v1", plural="pods", id="pod_event", registry=registry)(
+            on_pod_event
+        )
+        group, version, plural = POLICY_REPORT.group, POLICY_REPORT.version, POLICY_REPORT.plural
+        kopf.index(
+            group=group,
+            version=version,
+            plural=plural,
+            id=object_index_name(POLICY_REPORT),
+            registry=registry,
+        )(_index_own_object)
+        kopf.on.event(
+            group=group, version=version, plural=plural, id="policyreport_event", registry=registry
+        )(on_policy_report_event)
     kopf.on.delete(group=GROUP, version=VERSION, plural=PLURAL, id="cleanup", registry=registry)(
         finalize_baseline
     )
@@ -110,3 +143,11 @@ def _index_namespace(body: Any, **_: Any) -> Any:
 
 def _index_object(body: Any, **_: Any) -> Any:
     return index_object(body)
+
+
+def _index_own_object(body: Any, **_: Any) -> Any:
+    return index_own_object(body)
+
+
+def _index_pod(body: Any, **_: Any) -> Any:
+    return index_pod(body)

@@ -32,6 +32,7 @@ class OperatorOptions:
     resync_seconds: int = 300
     workers: int = 4
     leader_election: bool = True
+    workload_audit: bool = True
 
 
 def configure_logging(verbosity: int) -> None:
@@ -115,7 +116,7 @@ async def operate(
 
     `memo` may be given to look at the running operator (`memo.runtime`) from outside.
     """
-    registry = build_registry()
+    registry = build_registry(workload_audit=options.workload_audit)
 
     def login(**_: Any) -> kopf.ConnectionInfo:
         # Read afresh on every login: in a pod, the service account token is rotated.
@@ -150,6 +151,7 @@ async def _run(configuration: Any, options: OperatorOptions) -> int:
         workers=options.workers,
         resync_seconds=options.resync_seconds,
         instance=identity(),
+        workload_audit=options.workload_audit,
     )
     stop = asyncio.Event()
     holder: asyncio.Task[None] | None = None

@@ -79,6 +79,10 @@ class Reconciler:
     _previews: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[str, ...]] = field(
         default_factory=dict
     )
+    # status.workloads and status.nonCompliantWorkloads of a baseline, if it audits workloads
+    workloads_of: Callable[[str], tuple[dict[str, int], list[dict[str, Any]]] | None] = lambda _: (
+        None
+    )
     # how many times each namespace was reconciled (for logs and tests)
     reconciled: Counter[str] = field(default_factory=Counter)
 
@@ -453,12 +457,15 @@ class Reconciler:
         if entry.deleting:
             return
         previous = self._written_status.get(name) or dict(entry.status)
+        workloads = self.workloads_of(name)
         facts = BaselineFacts(
             generation=entry.generation,
             audit_mode=entry.audit_mode,
             spec_errors=entry.errors,
             outcomes=dict(self.outcomes.get(name, {})) if entry.valid else {},
             cluster_problem=self.cluster_problems.get(name),
+            workloads=workloads[0] if workloads else None,
+            non_compliant_workloads=workloads[1] if workloads else (),
         )
         status = build_status(facts, previous, self.now())
         if status == _comparable(entry.status) or status == self._written_status.get(name):

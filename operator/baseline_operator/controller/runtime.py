@@ -18,13 +18,16 @@ from baseline_operator.controller.cache import ClusterView, IndexLike, baseline_
 from baseline_operator.controller.events import EventRecorder, now_rfc3339
 from baseline_operator.controller.queue import WorkQueue
 from baseline_operator.controller.reconciler import (
+    STATUS_DEBOUNCE,
     Reconciler,
     cluster_key,
     namespace_key,
     status_key,
 )
+from baseline_operator.controller.workloads import WorkloadAuditor, workloads_key
 from baseline_operator.kube.client import KubeApi
 from baseline_operator.policy.names import OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT
+from baseline_operator.policy.workloads import workload_status
 
 log = structlog.get_logger(__name__)
 
@@ -39,6 +42,7 @@ class RuntimeOptions:
     workers: int = 4
     resync_seconds: float = 300.0
     instance: str = "baseline-operator"
+    workload_audit: bool = True
 
     @property
     def username(self) -> str:
@@ -63,13 +67,34 @@ class Runtime:
             operator_username=self.options.username,
             now=now_rfc3339,
         )
+        self.auditor = WorkloadAuditor(
+            view=self.view,
+            kube=self.kube,
+            events=self.reconciler.events,
+            enqueue_status=lambda name: self.queue.add(status_key(name), STATUS_DEBOUNCE),
+            operator_namespace=self.options.namespace,
+        )
+        self.reconciler.workloads_of = self._workloads_of
         self._triggers: dict[str, tuple[Any, ...]] = {}
         self._resync: asyncio.Task[None] | None = None
         # kopf holds handlers back until every index is listed; the first call means ready.
         self.ready = asyncio.Event()
 
     async def _process(self, key: Any) -> None:
-        await self.reconciler.process(key)
+        match key:
+            case ("workloads", str(namespace)):
+                await self.auditor.audit_namespace(namespace)
+            case _:
+                await self.reconciler.process(key)
+
+    def _workloads_of(self, baseline: str) -> tuple[dict[str, int], list[dict[str, Any]]] | None:
+        entry = self.view.baselines().get(baseline)
+        if entry is None or entry.baseline is None:
+            return None
+        section = entry.baseline.spec.workload_audit
+        if section is None or not section.enabled:
+            return None
+        return workload_status(self.auditor.summaries.get(baseline, {}))
 
     def start(self) -> None:
         self.queue.start()
@@ -89,7 +114,11 @@ class Runtime:
             self.enqueue_everything()
 
     def enqueue_everything(self) -> None:
-        self.queue.add_all(namespace_key(name) for name in self.view.namespace_names())
+        names = self.view.namespace_names()
+        self.queue.add_all(namespace_key(name) for name in names)
+        if self.options.workload_audit:
+            self.auditor.reports_served = None  # the PolicyReport CRD may have come or gone
+            self.queue.add_all(workloads_key(name) for name in names)
         for name in self.view.baselines():
             self.queue.add(cluster_key(name))
 
@@ -101,6 +130,7 @@ class Runtime:
         if event_type == "DELETED":
             self._triggers.pop(name, None)
             self.reconciler.outcomes.pop(name, None)
+            self.auditor.forget(name)
             self.queue.add(cluster_key(name))
             self.queue.add_all(namespace_key(ns) for ns in self.view.namespace_names())
             return
@@ -114,6 +144,14 @@ class Runtime:
         self.ready.set()
         name = body.get("metadata", {}).get("name", "")
         self.queue.add(namespace_key(name))
+        if self.options.workload_audit:
+            self.queue.add(workloads_key(name))
+
+    def on_pod(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        self.ready.set()
+        namespace = body.get("metadata", {}).get("namespace")
+        if namespace:
+            self.queue.add(workloads_key(namespace))
 
     def on_object(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         self.ready.set()

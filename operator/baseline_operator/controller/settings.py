@@ -7,16 +7,22 @@ from typing import Any
 
 import kopf
 
-from baseline_operator.controller.cache import BASELINE_INDEX, NAMESPACE_INDEX, object_index_name
+from baseline_operator.controller.cache import (
+    BASELINE_INDEX,
+    NAMESPACE_INDEX,
+    POD_INDEX,
+    object_index_name,
+)
 from baseline_operator.controller.runtime import Runtime
-from baseline_operator.policy.objects import CLUSTER_KINDS, NAMESPACED_KINDS
+from baseline_operator.policy.objects import CLUSTER_KINDS, NAMESPACED_KINDS, POLICY_REPORT
 
 PREFIX = "security.baseline.dev"
 FINALIZER = f"{PREFIX}/finalizer"
 INDEX_NAMES = (
     BASELINE_INDEX,
     NAMESPACE_INDEX,
-    *(object_index_name(kind) for kind in (*NAMESPACED_KINDS, *CLUSTER_KINDS)),
+    POD_INDEX,
+    *(object_index_name(kind) for kind in (*NAMESPACED_KINDS, *CLUSTER_KINDS, POLICY_REPORT)),
 )
 
 

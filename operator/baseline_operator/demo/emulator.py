@@ -170,6 +170,7 @@ SERVED_RESOURCES: tuple[ServedResource, ...] = (
         namespaced=False,
     ),
     ServedResource("coordination.k8s.io", "v1", "leases", "Lease", namespaced=True),
+    ServedResource("wgpolicyk8s.io", "v1alpha2", "policyreports", "PolicyReport", namespaced=True),
     ServedResource("events.k8s.io", "v1", "events", "Event", namespaced=True),
     ServedResource(
         "apiextensions.k8s.io",

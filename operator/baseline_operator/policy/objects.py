@@ -65,12 +65,13 @@ ALL_KINDS: tuple[Kind, ...] = (NAMESPACE, *NAMESPACED_KINDS, *CLUSTER_KINDS)
 EVENT = Kind("", "v1", "Event", "events")
 LEASE = Kind("coordination.k8s.io", "v1", "Lease", "leases")
 POD = Kind("", "v1", "Pod", "pods")
+POLICY_REPORT = Kind("wgpolicyk8s.io", "v1alpha2", "PolicyReport", "policyreports")
 SECURITY_BASELINE = Kind(
     "security.baseline.dev", "v1alpha1", "SecurityBaseline", "securitybaselines", namespaced=False
 )
 _BY_API_VERSION_KIND = {
     (kind.api_version, kind.kind): kind
-    for kind in (*ALL_KINDS, EVENT, LEASE, POD, SECURITY_BASELINE)
+    for kind in (*ALL_KINDS, EVENT, LEASE, POD, POLICY_REPORT, SECURITY_BASELINE)
 }
 
 

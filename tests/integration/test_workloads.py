@@ -1,0 +1,134 @@
+"""Workload audit in the cluster: pods judged from a watch, reported in status, Events and
+a bounded PolicyReport."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from baseline_operator.policy.objects import EVENT, POD, POLICY_REPORT
+from baseline_operator.policy.workloads import POLICY_REPORT_NAME
+from tests.support.cluster import Cluster, Operator, baseline, eventually, running_operator
+
+AUDITED = {
+    "workloadAudit": {"enabled": True},
+    "admission": {
+        "allowedRegistries": ["registry.example.com/"],
+        "requiredLabels": ["app"],
+        "validationActions": ["Warn"],
+    },
+}
+
+
+def pod(name: str, namespace: str, *, compliant: bool) -> dict[str, Any]:
+    container: dict[str, Any] = {"name": "main", "image": "registry.example.com/app:1.0"}
+    labels = {"app": name}
+    if compliant:
+        container["securityContext"] = {
+            "runAsNonRoot": True,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        }
+        container["resources"] = {
+            "requests": {"cpu": "10m", "memory": "16Mi"},
+            "limits": {"memory": "64Mi"},
+        }
+    else:
+        container["image"] = "docker.io/library/nginx:latest"
+        container["securityContext"] = {"privileged": True}
+        labels = {}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "spec": {"containers": [container]},
+    }
+
+
+async def workload_events(cluster: Cluster, namespace: str) -> list[dict[str, Any]]:
+    return [
+        event
+        for event in await cluster.list(EVENT, "default")
+        if event["involvedObject"]["name"] == namespace and event["reason"] == "WorkloadFindings"
+    ]
+
+
+async def test_pods_are_judged_and_reported(cluster: Cluster, operator: Operator) -> None:
+    await cluster.create_namespace("team-a", env="prod")
+    await cluster.kube.create(POD, "team-a", pod("good", "team-a", compliant=True))
+    await cluster.kube.create(POD, "team-a", pod("bad", "team-a", compliant=False))
+    await cluster.create_baseline(baseline(**AUDITED))
+
+    async def reported() -> bool:
+        return (await cluster.status("prod")).get("workloads", {}).get("pods") == 2
+
+    await eventually(reported)
+    await operator.settled()
+    status = await cluster.status("prod")
+    assert status["workloads"]["nonCompliantPods"] == 1
+    (listed,) = status["nonCompliantWorkloads"]
+    assert listed["namespace"] == "team-a" and listed["pod"] == "bad"
+    assert {"privileged", "allowed-registries", "required-labels", "image-tag"} <= set(
+        listed["checks"]
+    )
+
+    report = await cluster.get(POLICY_REPORT, "team-a", POLICY_REPORT_NAME)
+    assert report is not None
+    rules = {result["rule"] for result in report["results"]}
+    assert "privileged" in rules
+    assert all(result["resources"][0]["name"] == "bad" for result in report["results"])
+    assert report["summary"]["fail"] == len(report["results"])
+    # the first look after a start is no news: no Event yet
+    assert await workload_events(cluster, "team-a") == []
+
+    await cluster.delete(POD, "team-a", "bad")
+
+    async def cleared() -> bool:
+        return (await cluster.status("prod")).get("workloads", {}).get("nonCompliantPods") == 0
+
+    await eventually(cleared)
+    (event,) = await workload_events(cluster, "team-a")
+    assert event["message"] == "all 1 pods pass the hardening checks"
+    report = await cluster.get(POLICY_REPORT, "team-a", POLICY_REPORT_NAME)
+    assert report is not None
+    assert report["results"] == []
+
+
+async def test_workloads_at_rest_cost_nothing(cluster: Cluster) -> None:
+    from baseline_operator.demo.emulator import write_requests
+
+    await cluster.create_namespace("team-a", env="prod")
+    await cluster.kube.create(POD, "team-a", pod("bad", "team-a", compliant=False))
+    await cluster.create_baseline(baseline(**AUDITED))
+    async with running_operator(cluster, resync_seconds=0.5) as operator:
+        await operator.settled(quiet=1.0)
+        assert cluster.emulator is not None
+        before = len(write_requests(cluster.emulator))
+        await asyncio.sleep(1.6)
+        await operator.settled()
+        assert write_requests(cluster.emulator)[before:] == []
+    async with running_operator(cluster) as operator:
+        await operator.settled(quiet=1.0)
+        assert write_requests(cluster.emulator)[before:] == []
+
+
+async def test_without_the_policy_report_crd_nothing_breaks(cluster: Cluster) -> None:
+    assert cluster.emulator is not None
+    for resource in list(cluster.emulator.resources):
+        if getattr(resource, "group", None) == "wgpolicyk8s.io":
+            del cluster.emulator.resources[resource]
+    await cluster.create_namespace("team-a", env="prod")
+    await cluster.kube.create(POD, "team-a", pod("bad", "team-a", compliant=False))
+    await cluster.create_baseline(baseline(**AUDITED))
+    async with running_operator(cluster) as operator:
+
+        async def reported() -> bool:
+            return (await cluster.status("prod")).get("workloads", {}).get("nonCompliantPods") == 1
+
+        await eventually(reported)
+        await operator.settled()
+        assert operator.runtime.auditor.reports_served is False
+        ready = await cluster.condition("prod", "Ready")
+        assert ready["status"] == "True"
