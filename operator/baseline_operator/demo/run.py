@@ -30,6 +30,7 @@ from baseline_operator.policy.objects import (
     NAMESPACE,
     NAMESPACED_KINDS,
     NETWORK_POLICY,
+    POD,
     ROLE_BINDING,
     SECURITY_BASELINE,
     Kind,
@@ -106,6 +107,8 @@ async def demo(count: int, out: TextIO) -> int:
                     "spec": {"podSelector": {}, "policyTypes": ["Ingress"]},
                 },
             )
+        for pod in _demo_pods(namespaces):
+            await kube.create(POD, pod["metadata"]["namespace"], pod)
         baselines = example_baselines()
         for body in baselines:
             await kube.create(SECURITY_BASELINE, None, body)
@@ -148,6 +151,52 @@ async def demo(count: int, out: TextIO) -> int:
             with contextlib.suppress(asyncio.CancelledError):
                 await operator
     return 0
+
+
+def _demo_pods(namespaces: list[tuple[str, dict[str, str]]]) -> list[dict[str, Any]]:
+    """Pods that were running before the operator came: one hardened, one not."""
+    names = {name for name, _ in namespaces}
+    if "shop" not in names:
+        return []
+    hardened = {
+        "runAsNonRoot": True,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": "checkout-7d9f",
+                "namespace": "shop",
+                "labels": {"app": "checkout"},
+            },
+            "spec": {
+                "containers": [
+                    {
+                        "name": "checkout",
+                        "image": "registry.example.com/shop/checkout:2.4.1",
+                        "securityContext": hardened,
+                        "resources": {
+                            "requests": {"cpu": "100m", "memory": "128Mi"},
+                            "limits": {"memory": "256Mi"},
+                        },
+                    }
+                ]
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "legacy-worker", "namespace": "shop"},
+            "spec": {
+                "containers": [{"name": "worker", "image": "docker.io/library/busybox:latest"}]
+            },
+        },
+    ]
 
 
 async def _wait(check: Callable[[], Awaitable[bool]], limit: float, every: float = 0.1) -> bool:
@@ -331,3 +380,11 @@ async def _show_baselines(kube: KubeApi, names: list[str], say: Callable[[str], 
             )
         for report in status.get("nonCompliant", []):
             say(f"  Not compliant: {report['namespace']}: {report['reason']}: {report['message']}")
+        if "workloads" in status:
+            counts = status["workloads"]
+            say(
+                f"  Workloads: {counts['pods']} pods checked, {counts['nonCompliantPods']} fail"
+                f" hardening checks ({counts['findings']} findings)"
+            )
+            for item in status.get("nonCompliantWorkloads", []):
+                say(f"    {item['namespace']}/{item['pod']}: {', '.join(item['checks'])}")

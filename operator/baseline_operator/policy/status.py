@@ -173,14 +173,14 @@ def _ready(
             READY,
             "False",
             "Reconciling",
-            f"{selected - stale} of {selected} namespaces reconciled for generation {generation}",
+            f"{selected - stale} of {_namespaces(selected)} reconciled for generation {generation}",
             generation,
             now,
         )
     if facts.audit_mode:
         would = counts[Result.DRIFTED]
         message = (
-            f"Audit mode: {selected} namespaces selected, {would} would change"
+            f"Audit mode: {_namespaces(selected)} selected, {would} would change"
             " (see status.nonCompliant); nothing is written"
         )
         return set_condition(conditions, READY, "True", "Audited", message, generation, now)
@@ -192,7 +192,8 @@ def _ready(
             else ("Conflicted" if counts[Result.CONFLICTED] else "Drifted")
         )
         message = (
-            f"{failing} of {selected} namespaces do not hold the posture (see status.nonCompliant)"
+            f"{failing} of {_namespaces(selected)} do not hold the posture"
+            " (see status.nonCompliant)"
         )
         return set_condition(conditions, READY, "False", reason, message, generation, now)
     if selected == 0:
@@ -205,7 +206,7 @@ def _ready(
             generation,
             now,
         )
-    message = f"all {selected} selected namespaces hold the posture"
+    message = f"all {_namespaces(selected)} selected hold the posture"
     if counts[Result.SUPERSEDED]:
         message += f" ({counts[Result.SUPERSEDED]} with parts held by a higher-priority baseline)"
     return set_condition(conditions, READY, "True", "Converged", message, generation, now)
@@ -226,7 +227,7 @@ def _degraded(
     failed = sorted(ns for ns, outcome in outcomes.items() if outcome.result is Result.FAILED)
     if failed:
         first = outcomes[failed[0]]
-        message = f"writes failed in {len(failed)} namespaces: {failed[0]}: {first.message}"
+        message = f"writes failed in {_namespaces(len(failed))}: {failed[0]}: {first.message}"
         return set_condition(
             conditions, DEGRADED, "True", "ApplyFailed", message[:1024], generation, now
         )
@@ -247,7 +248,7 @@ def _conflicted(
     if conflicted:
         first = outcomes[conflicted[0]]
         message = (
-            f"{len(conflicted)} namespaces hold objects the operator did not make:"
+            f"{_namespaces(len(conflicted))} hold objects the operator did not make:"
             f" {conflicted[0]}: {first.message}"
         )
         return set_condition(
@@ -255,13 +256,17 @@ def _conflicted(
         )
     if superseded:
         first = outcomes[superseded[0]]
-        message = f"{len(superseded)} namespaces: {superseded[0]}: {first.message}"
+        message = f"{_namespaces(len(superseded))}: {superseded[0]}: {first.message}"
         return set_condition(
             conditions, CONFLICTED, "True", "Superseded", message[:1024], generation, now
         )
     return set_condition(
         conditions, CONFLICTED, "False", "NoConflicts", "nothing in the way", generation, now
     )
+
+
+def _namespaces(count: int) -> str:
+    return f"{count} namespace" if count == 1 else f"{count} namespaces"
 
 
 def set_condition(
