@@ -85,3 +85,13 @@ def test_cel_rules_have_bounded_inputs() -> None:
             assert "maxItems" in node, path
         if node.get("type") == "object" and isinstance(node.get("additionalProperties"), dict):
             assert "maxProperties" in node, path
+
+
+def test_api_reference_is_generated_from_the_schema() -> None:
+    from baseline_operator.api.reference import render_reference
+
+    reference = (CRD_FILE.parents[1] / "docs" / "api.md").read_text()
+    assert reference == render_reference(), (
+        "docs/api.md is stale: python -m baseline_operator.api.reference > docs/api.md"
+    )
+    assert "`spec.networkPolicy.ingress[].ports[].port`" in reference

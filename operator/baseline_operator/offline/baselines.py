@@ -17,6 +17,7 @@ from baseline_operator.api.resource import (
     SecurityBaseline,
     parse_baseline,
 )
+from baseline_operator.api.spec import Mode
 from baseline_operator.policy.admission import render_cluster_objects
 from baseline_operator.policy.layering import plan_namespace
 from baseline_operator.policy.names import OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT
@@ -172,6 +173,11 @@ def render_objects(
     for baseline in baselines:
         if selects(baseline, namespace, labels):
             chosen.append(baseline)
+            if baseline.spec.mode is Mode.AUDIT:
+                notes.append(
+                    f"baseline {baseline.name} is in Audit mode: the operator reports these"
+                    " objects as what would change, and writes none of them"
+                )
         else:
             notes.append(f"baseline {baseline.name} does not select namespace {namespace}")
     plan = plan_namespace(namespace, chosen)
