@@ -11,10 +11,12 @@ from tests.support.cluster import Cluster
 
 async def test_one_leads_the_other_waits_then_takes_over(cluster: Cluster) -> None:
     await cluster.create_namespace("baseline-operator-system")
-    first = LeaderElector(cluster.kube, "baseline-operator-system", "replica-a", duration=2,
-                          renew_every=0.2)
-    second = LeaderElector(cluster.kube, "baseline-operator-system", "replica-b", duration=2,
-                           renew_every=0.2)
+    first = LeaderElector(
+        cluster.kube, "baseline-operator-system", "replica-a", duration=2, renew_every=0.2
+    )
+    second = LeaderElector(
+        cluster.kube, "baseline-operator-system", "replica-b", duration=2, renew_every=0.2
+    )
     await first.acquire()
     lost_first = asyncio.Event()
     holding = asyncio.create_task(first.hold(lost_first))

@@ -236,6 +236,7 @@ async def _progress(
             ready is not None
             and status.get("observedGeneration") == body["metadata"].get("generation")
             and ready.get("reason") != "Reconciling"
+            and ("workloads" in status or not _audits_workloads(body))
         ):
             reported += 1
     labelled = sum(
@@ -248,6 +249,10 @@ async def _progress(
         _last_line["progress"] = line
         say(f"  {clock() - started:5.2f}s{line[1:]}")
     return reported == len(names)
+
+
+def _audits_workloads(body: dict[str, Any]) -> bool:
+    return bool((body.get("spec", {}).get("workloadAudit") or {}).get("enabled"))
 
 
 async def _show_namespaces(
