@@ -141,6 +141,7 @@ async def bench_converge(count: int) -> dict[str, float]:
                 stop_flag=stop,
                 watch_timeout=120,
                 memo=memo,
+                username=options.username,
             )
         )
         # Polled from outside, as a user would: the runtime exposes no event for "idle".

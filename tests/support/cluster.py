@@ -78,6 +78,8 @@ class Cluster:
     connection: Callable[[], kopf.ConnectionInfo]
     configuration: Any
     emulator: ClusterEmulator | None = None
+    # Who the operator is to the API server; None: ask it (a SelfSubjectReview).
+    username: str | None = "system:serviceaccount:baseline-operator-system:baseline-operator"
 
     async def create_namespace(self, name: str, **labels: str) -> None:
         await self.kube.create(
@@ -190,6 +192,7 @@ async def running_operator(
             stop_flag=stop,
             watch_timeout=60,
             memo=memo,
+            username=cluster.username,
         )
     )
     operator = Operator(memo, task, stop, options)

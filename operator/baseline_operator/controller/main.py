@@ -21,7 +21,13 @@ from baseline_operator.controller.handlers import build_registry
 from baseline_operator.controller.leader import LeaderElector
 from baseline_operator.controller.runtime import RuntimeOptions
 from baseline_operator.kube.client import KubeApi
-from baseline_operator.kube.config import api_client, connection_info, load_configuration
+from baseline_operator.kube.config import (
+    api_client,
+    connection_info,
+    has_credentials,
+    load_configuration,
+    token_username,
+)
 
 
 @dataclass(frozen=True)
@@ -111,10 +117,13 @@ async def operate(
     liveness: str | None = None,
     watch_timeout: float = 300,
     memo: kopf.Memo | None = None,
+    username: str | None = None,
 ) -> None:
     """Run the operator until `stop_flag` is set (or a signal arrives).
 
     `memo` may be given to look at the running operator (`memo.runtime`) from outside.
+    `username` is who the operator is to the API server (exempt from tamper protection);
+    when None it is asked for (a SelfSubjectReview), or derived from the namespace.
     """
     registry = build_registry(workload_audit=options.workload_audit)
 
@@ -127,6 +136,7 @@ async def operate(
     memo.kube = kube
     memo.options = options
     memo.watch_timeout = watch_timeout
+    memo.username = username
     await kopf.operator(
         registry=registry,
         memo=memo,
@@ -162,12 +172,19 @@ async def _run(configuration: Any, options: OperatorOptions) -> int:
             await elector.acquire()
         holder = asyncio.create_task(elector.hold(stop))
     try:
+        username = token_username(configuration)
+        if username is None and not has_credentials(configuration):
+            username = runtime_options.username
+        username = token_username(configuration)
+        if username is None and not has_credentials(configuration):
+            username = runtime_options.username
         await operate(
             kube,
             lambda: connection_info(configuration),
             runtime_options,
             stop_flag=stop,
             liveness=options.liveness,
+            username=username,
         )
     finally:
         if holder is not None:

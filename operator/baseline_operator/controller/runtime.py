@@ -54,6 +54,7 @@ class Runtime:
     kube: KubeApi
     indexes: Mapping[str, IndexLike]
     options: RuntimeOptions = field(default_factory=RuntimeOptions)
+    operator_username: str | None = None
 
     def __post_init__(self) -> None:
         self.view = ClusterView(self.indexes)
@@ -64,7 +65,7 @@ class Runtime:
             events=EventRecorder(self.kube, self.options.instance),
             enqueue=self.queue.add,
             operator_namespace=self.options.namespace,
-            operator_username=self.options.username,
+            operator_username=self.operator_username or self.options.username,
             now=now_rfc3339,
         )
         self.auditor = WorkloadAuditor(

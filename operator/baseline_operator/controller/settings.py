@@ -51,7 +51,12 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) -
     settings.execution.max_workers = 4
 
     indexes = {name: kwargs[name] for name in INDEX_NAMES if name in kwargs}
-    memo.runtime = Runtime(kube=memo.kube, indexes=indexes, options=memo.options)
+    # Tamper protection exempts the operator by its user name: ask the API server who we are
+    # (in a pod: the ServiceAccount; run from a workstation: whoever the kubeconfig names).
+    username = memo.username or await memo.kube.whoami() or memo.options.username
+    memo.runtime = Runtime(
+        kube=memo.kube, indexes=indexes, options=memo.options, operator_username=username
+    )
     memo.runtime.start()
 
 

@@ -131,6 +131,7 @@ async def demo(count: int, out: TextIO) -> int:
                 options,
                 stop_flag=stop,
                 watch_timeout=60,
+                username=options.username,
             )
         )
         try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 
 import kopf
@@ -37,6 +39,30 @@ def api_client(configuration: k8s.Configuration, pool_size: int = 16) -> k8s.Api
     # sight; KubeApi retries with its own backoff instead.
     configuration.retries = False
     return k8s.ApiClient(configuration)
+
+
+def token_username(configuration: k8s.Configuration) -> str | None:
+    """The user a ServiceAccount token names (its `sub` claim), read without a request.
+
+    The token is the operator's own; the API server verifies it on every request, this
+    only reads who it says it is.
+    """
+    token = configuration.get_api_key_with_prefix("BearerToken", alias="authorization") or ""
+    token = token.removeprefix("Bearer ").strip()
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except ValueError:
+        return None
+    subject = payload.get("sub") if isinstance(payload, dict) else None
+    return subject if isinstance(subject, str) and subject else None
+
+
+def has_credentials(configuration: k8s.Configuration) -> bool:
+    token = configuration.get_api_key_with_prefix("BearerToken", alias="authorization")
+    return bool(token or configuration.cert_file or configuration.username)
 
 
 def connection_info(configuration: k8s.Configuration) -> kopf.ConnectionInfo:

@@ -1,0 +1,75 @@
+"""The API wrapper's pure helpers: paths, Warning headers, the token's user, retries."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+from kubernetes import client as k8s
+
+from baseline_operator.kube.client import (
+    ApiError,
+    RetryPolicy,
+    _retriable,
+    _split_warning_header,
+    object_path,
+)
+from baseline_operator.kube.config import has_credentials, token_username
+from baseline_operator.policy.objects import NAMESPACE, NETWORK_POLICY, ObjectRef
+
+
+def test_paths_of_core_grouped_and_cluster_scoped_objects() -> None:
+    assert object_path(ObjectRef(NAMESPACE, None, "team-a")) == "/api/v1/namespaces/team-a"
+    assert (
+        object_path(ObjectRef(NETWORK_POLICY, "team-a", "x"))
+        == "/apis/networking.k8s.io/v1/namespaces/team-a/networkpolicies/x"
+    )
+
+
+def test_warning_headers_become_texts() -> None:
+    header = (
+        '299 - "existing pods in namespace \\"team-a\\" violate the new PodSecurity enforce'
+        ' level \\"restricted:latest\\"", 299 - "web-1: allowPrivilegeEscalation != false"'
+    )
+    assert _split_warning_header(header) == [
+        'existing pods in namespace "team-a" violate the new PodSecurity enforce level'
+        ' "restricted:latest"',
+        "web-1: allowPrivilegeEscalation != false",
+    ]
+
+
+def _jwt(claims: dict[str, str]) -> str:
+    def part(data: dict[str, str]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+
+    return f"{part({'alg': 'RS256'})}.{part(claims)}.signature"
+
+
+def test_the_token_names_the_service_account() -> None:
+    configuration = k8s.Configuration()
+    sub = "system:serviceaccount:baseline-operator-system:baseline-operator"
+    configuration.api_key = {"BearerToken": "Bearer " + _jwt({"sub": sub})}
+    assert token_username(configuration) == sub
+    assert has_credentials(configuration)
+    configuration.api_key = {"BearerToken": "Bearer opaque-token"}
+    assert token_username(configuration) is None
+    assert not has_credentials(k8s.Configuration())
+
+
+def test_what_is_retried() -> None:
+    assert _retriable(ApiError(429, "TooManyRequests", ""), "PATCH")
+    assert _retriable(ApiError(503, "ServiceUnavailable", ""), "DELETE")
+    assert _retriable(ApiError(0, "Unreachable", ""), "GET")
+    assert _retriable(ApiError(409, "Conflict", ""), "PUT")
+    assert not _retriable(ApiError(409, "Conflict", ""), "DELETE")  # a uid precondition
+    assert not _retriable(ApiError(409, "AlreadyExists", ""), "POST")
+    assert not _retriable(ApiError(422, "Invalid", ""), "PATCH")
+    assert not _retriable(ApiError(403, "Forbidden", ""), "PATCH")
+
+
+def test_backoff_is_capped_and_honours_retry_after() -> None:
+    policy = RetryPolicy(first_delay=0.2, max_delay=10)
+    assert policy.delay(0, retry_after=3) == 3
+    assert policy.delay(0, retry_after=60) == 10
+    assert 0.1 <= policy.delay(0, None) <= 0.2
+    assert 5 <= policy.delay(20, None) <= 10
