@@ -78,8 +78,8 @@ class Cluster:
     connection: Callable[[], kopf.ConnectionInfo]
     configuration: Any
     emulator: ClusterEmulator | None = None
-    # Who the operator is to the API server; None: ask it (a SelfSubjectReview).
-    username: str | None = "system:serviceaccount:baseline-operator-system:baseline-operator"
+    # The ServiceAccount user tamper protection exempts (None: the default one).
+    username: str | None = None
 
     async def create_namespace(self, name: str, **labels: str) -> None:
         await self.kube.create(

@@ -74,12 +74,34 @@ def _evaluate(expression: str, activation: dict[str, Any]) -> Any:
     return _program(expression).execute(cel.Context(activation, {"join": _join}))
 
 
+# What kubectl sends: `kubectl edit` patches with its own field manager, `kubectl delete`
+# asks for background propagation and no precondition.
+KUBECTL_OPTIONS = {
+    "UPDATE": {
+        "kind": "PatchOptions",
+        "apiVersion": "meta.k8s.io/v1",
+        "fieldManager": "kubectl-edit",
+    },
+    "DELETE": {
+        "kind": "DeleteOptions",
+        "apiVersion": "meta.k8s.io/v1",
+        "propagationPolicy": "Background",
+    },
+    "CREATE": {
+        "kind": "CreateOptions",
+        "apiVersion": "meta.k8s.io/v1",
+        "fieldManager": "kubectl-create",
+    },
+}
+
+
 @dataclass(frozen=True)
 class Request:
     operation: str
     object: Mapping[str, Any] | None
     old_object: Mapping[str, Any] | None = None
     username: str = SOMEONE
+    options: Mapping[str, Any] | None = None
 
 
 @dataclass
@@ -95,7 +117,15 @@ def evaluate_policy(policy: Mapping[str, Any], request: Request) -> Verdict:
     activation: dict[str, Any] = {
         "object": request.object,
         "oldObject": request.old_object,
-        "request": {"operation": request.operation, "userInfo": {"username": request.username}},
+        "request": {
+            "operation": request.operation,
+            "userInfo": {"username": request.username},
+            "options": (
+                request.options
+                if request.options is not None
+                else KUBECTL_OPTIONS.get(request.operation)
+            ),
+        },
         "params": None,
     }
     for condition in spec.get("matchConditions", []):
@@ -588,6 +618,30 @@ def test_the_operator_and_the_cluster_controllers_may_edit_and_delete(username: 
         verdict = _protect(request)
         assert verdict.matched
         assert verdict.failed == []
+
+
+def test_the_operators_own_writes_pass_whoever_it_runs_as() -> None:
+    """Run from a workstation, the operator is an admin: its applies name its field manager
+    and its deletes carry a uid precondition, which kubectl's edits and deletes do not."""
+    role = _role()
+    apply = {
+        "kind": "PatchOptions",
+        "apiVersion": "meta.k8s.io/v1",
+        "fieldManager": "baseline-operator",
+        "force": True,
+    }
+    delete = {
+        "kind": "DeleteOptions",
+        "apiVersion": "meta.k8s.io/v1",
+        "propagationPolicy": "Background",
+        "preconditions": {"uid": "0b7c"},
+    }
+    assert _protect(Request("UPDATE", _edited(role), role, options=apply)).failed == []
+    assert _protect(Request("DELETE", None, role, options=delete)).failed == []
+    other_manager = {**apply, "fieldManager": "kubectl"}  # kubectl apply --server-side
+    assert _protect(Request("UPDATE", _edited(role), role, options=other_manager)).failed == [0]
+    no_precondition = {**delete, "preconditions": {}}
+    assert _protect(Request("DELETE", None, role, options=no_precondition)).failed == [0]
 
 
 def test_another_service_account_of_the_operators_namespace_is_refused() -> None:

@@ -24,7 +24,6 @@ from baseline_operator.kube.client import KubeApi
 from baseline_operator.kube.config import (
     api_client,
     connection_info,
-    has_credentials,
     load_configuration,
     token_username,
 )
@@ -122,8 +121,8 @@ async def operate(
     """Run the operator until `stop_flag` is set (or a signal arrives).
 
     `memo` may be given to look at the running operator (`memo.runtime`) from outside.
-    `username` is who the operator is to the API server (exempt from tamper protection);
-    when None it is asked for (a SelfSubjectReview), or derived from the namespace.
+    `username` is the ServiceAccount user tamper protection exempts; by default the one
+    named by `options` (the `baseline-operator` ServiceAccount of the operator's namespace).
     """
     registry = build_registry(workload_audit=options.workload_audit)
 
@@ -172,19 +171,13 @@ async def _run(configuration: Any, options: OperatorOptions) -> int:
             await elector.acquire()
         holder = asyncio.create_task(elector.hold(stop))
     try:
-        username = token_username(configuration)
-        if username is None and not has_credentials(configuration):
-            username = runtime_options.username
-        username = token_username(configuration)
-        if username is None and not has_credentials(configuration):
-            username = runtime_options.username
         await operate(
             kube,
             lambda: connection_info(configuration),
             runtime_options,
             stop_flag=stop,
             liveness=options.liveness,
-            username=username,
+            username=token_username(configuration),
         )
     finally:
         if holder is not None:

@@ -129,18 +129,6 @@ class KubeApi:
         )
         return response.body
 
-    async def whoami(self) -> str | None:
-        """The user the API server sees for these credentials (a SelfSubjectReview)."""
-        review = {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
-        try:
-            answer = await self.request(
-                "POST", "/apis/authentication.k8s.io/v1/selfsubjectreviews", body=review
-            )
-        except ApiError:
-            return None
-        username = ((answer.body.get("status") or {}).get("userInfo") or {}).get("username")
-        return username if isinstance(username, str) and username else None
-
     async def create(self, kind: Kind, namespace: str | None, body: Body) -> Body:
         return (await self.request("POST", collection_path(kind, namespace), body=body)).body
 

@@ -60,11 +60,6 @@ def token_username(configuration: k8s.Configuration) -> str | None:
     return subject if isinstance(subject, str) and subject else None
 
 
-def has_credentials(configuration: k8s.Configuration) -> bool:
-    token = configuration.get_api_key_with_prefix("BearerToken", alias="authorization")
-    return bool(token or configuration.cert_file or configuration.username)
-
-
 def connection_info(configuration: k8s.Configuration) -> kopf.ConnectionInfo:
     """The same endpoint and credentials for kopf's own client."""
     token = configuration.get_api_key_with_prefix("BearerToken", alias="authorization")

@@ -33,6 +33,7 @@ from baseline_operator.api.resource import SecurityBaseline
 from baseline_operator.api.spec import AdmissionSection
 from baseline_operator.policy.names import (
     BASELINE_KEY,
+    FIELD_MANAGER,
     MANAGED_BY_KEY,
     MANAGED_BY_VALUE,
     applied_label,
@@ -332,6 +333,20 @@ _ONLY_FINALIZERS_CHANGED = (
 )
 
 
+# The operator's own writes, whoever it runs as (its ServiceAccount in a pod, an admin's
+# kubeconfig on a workstation): its server-side applies name its field manager, its deletes
+# carry a uid precondition. `kubectl edit`, `patch`, `apply` and `delete` send neither, so
+# accidental changes are refused; this guards against accidents, not against a cluster
+# admin set on it (who can delete the binding).
+_OPERATOR_REQUEST = (
+    "request.options != null && ("
+    "(request.operation == 'UPDATE' && has(request.options.fieldManager)"
+    f" && request.options.fieldManager == '{FIELD_MANAGER}')"
+    " || (request.operation == 'DELETE' && has(request.options.preconditions)"
+    " && has(request.options.preconditions.uid)))"
+)
+
+
 def _protect_resource_rules() -> list[Body]:
     resources: dict[tuple[str, str], list[str]] = {}
     for kind in NAMESPACED_KINDS:
@@ -376,7 +391,7 @@ def _protect_policy_spec(baseline: str, operator_username: str) -> Body:
         "validations": [
             {
                 "expression": f"request.userInfo.username in {allowed_users}"
-                f" || ({_ONLY_FINALIZERS_CHANGED})",
+                f" || ({_OPERATOR_REQUEST}) || ({_ONLY_FINALIZERS_CHANGED})",
                 "message": protect_message(baseline),
                 "reason": "Forbidden",
             }
