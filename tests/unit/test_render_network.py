@@ -25,8 +25,13 @@ def _policy(name: str, spec: dict[str, Any]) -> dict[str, Any]:
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
         "metadata": {"name": name, "namespace": "shop", "labels": LABELS},
-        "spec": spec,
+        "spec": _stated(spec),
     }
+
+
+def _stated(spec: dict[str, Any]) -> dict[str, Any]:
+    """Both rule lists are always stated (empty when there are none)."""
+    return {"ingress": [], "egress": [], **spec}
 
 
 @pytest.mark.parametrize(
@@ -46,6 +51,15 @@ def test_default_deny_lists_the_denied_directions_ingress_first(
             "prod-default-deny", {"podSelector": {}, "policyTypes": types}
         )
     }
+
+
+def test_rules_added_to_a_generated_policy_show_as_drift() -> None:
+    """An empty rule list is stated, so an allow-all rule someone adds is drift to repair."""
+    from baseline_operator.policy.diff import covers
+
+    spec = _policies(defaultDeny=["Ingress"])["NetworkPolicy prod-default-deny"]["spec"]
+    assert covers({"podSelector": {}, "policyTypes": ["Ingress"]}, spec)
+    assert not covers({"podSelector": {}, "policyTypes": ["Ingress"], "ingress": [{}]}, spec)
 
 
 def test_no_default_deny_without_directions() -> None:
@@ -79,11 +93,13 @@ def test_allow_dns_reaches_cluster_dns_on_port_53_udp_and_tcp() -> None:
 
 def test_allow_same_namespace_speaks_about_egress_only_where_egress_is_denied() -> None:
     ingress_only = _policies(allowSameNamespace=True, defaultDeny=["Ingress"])
-    assert ingress_only["NetworkPolicy prod-allow-same-namespace"]["spec"] == {
-        "podSelector": {},
-        "policyTypes": ["Ingress"],
-        "ingress": [{"from": [{"podSelector": {}}]}],
-    }
+    assert ingress_only["NetworkPolicy prod-allow-same-namespace"]["spec"] == _stated(
+        {
+            "podSelector": {},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": [{"podSelector": {}}]}],
+        }
+    )
     both = _policies(allowSameNamespace=True, defaultDeny=["Ingress", "Egress"])
     assert both["NetworkPolicy prod-allow-same-namespace"]["spec"] == {
         "podSelector": {},
@@ -153,16 +169,18 @@ def test_egress_rule_renders_destinations_and_ports() -> None:
         "ports": [{"port": 5432}],
     }
     policies = _policies(egress=[rule])
-    assert policies["NetworkPolicy prod-egress-to-database"]["spec"] == {
-        "podSelector": {},
-        "policyTypes": ["Egress"],
-        "egress": [
-            {
-                "to": [{"podSelector": {"matchLabels": {"app": "database"}}}],
-                "ports": [{"protocol": "TCP", "port": 5432}],
-            }
-        ],
-    }
+    assert policies["NetworkPolicy prod-egress-to-database"]["spec"] == _stated(
+        {
+            "podSelector": {},
+            "policyTypes": ["Egress"],
+            "egress": [
+                {
+                    "to": [{"podSelector": {"matchLabels": {"app": "database"}}}],
+                    "ports": [{"protocol": "TCP", "port": 5432}],
+                }
+            ],
+        }
+    )
 
 
 def test_rules_without_peers_or_ports_omit_the_keys() -> None:

@@ -83,6 +83,8 @@ class Reconciler:
     workloads_of: Callable[[str], tuple[dict[str, int], list[dict[str, Any]]] | None] = lambda _: (
         None
     )
+    # the enforce level last raised in each namespace, and the API server's warnings then
+    _raised: dict[str, tuple[str | None, tuple[str, ...]]] = field(default_factory=dict)
     # how many times each namespace was reconciled (for logs and tests)
     reconciled: Counter[str] = field(default_factory=Counter)
 
@@ -122,8 +124,15 @@ class Reconciler:
         changes = diff_namespace(plan.labels, plan.objects, state, observed, owners)
 
         preview: tuple[str, ...] = ()
+        enforced = plan.labels.get(level_key("enforce"))
         if changes.labels is not None and enforce_raised(state.labels, changes.labels):
             preview = await self._preview(name, changes.labels)
+            self._raised[name] = (enforced, preview)
+        elif name in self._raised and self._raised[name][0] == enforced:
+            # The warnings of the last raise stay in the report while that level holds.
+            preview = self._raised[name][1]
+        else:
+            self._raised.pop(name, None)
         failures = await self._execute(state, changes)
 
         results: dict[str, Outcome] = {}
@@ -456,6 +465,8 @@ class Reconciler:
             return
         if entry.deleting:
             return
+        if entry.baseline is not None and self._unreconciled(entry.baseline):
+            return  # a selected namespace has no outcome yet; recording it brings us back
         previous = self._written_status.get(name) or dict(entry.status)
         workloads = self.workloads_of(name)
         facts = BaselineFacts(
@@ -473,6 +484,19 @@ class Reconciler:
         await self.kube.patch_status(SECURITY_BASELINE, name, _with_removals(entry.status, status))
         self._written_status[name] = status
         await self._report_transitions(entry, previous, status)
+
+    def _unreconciled(self, baseline: SecurityBaseline) -> bool:
+        """Whether a namespace the baseline selects has not been reconciled since the start."""
+        known = self.outcomes.get(baseline.name, {})
+        for name in self.view.namespace_names():
+            if name in known:
+                continue
+            state = self.view.namespace(name)
+            if state is None or state.terminating:
+                continue
+            if selects(baseline, name, state.labels, self.operator_namespace):
+                return True
+        return False
 
     async def _report_transitions(
         self, entry: BaselineEntry, previous: Mapping[str, Any], status: Mapping[str, Any]

@@ -114,7 +114,11 @@ def _policy(
     spec: dict[str, Any] = {
         "podSelector": {} if pod_selector is None else selector_wire(pod_selector),
         "policyTypes": policy_types,
-        **rules,
+        # Both rule lists are always stated, empty or not: a rule someone adds to a generated
+        # policy widens access, and only a field the operator states is one it owns, checks
+        # for drift and takes back on apply.
+        "ingress": rules.get("ingress", []),
+        "egress": rules.get("egress", []),
     }
     return {
         "apiVersion": NETWORK_POLICY.api_version,
