@@ -8,7 +8,7 @@ from typing import Any
 
 from baseline_operator.policy.objects import EVENT, POD, POLICY_REPORT
 from baseline_operator.policy.workloads import POLICY_REPORT_NAME
-from tests.support.cluster import Cluster, Operator, baseline, eventually, running_operator
+from tests.support.cluster import Cluster, baseline, eventually, running_operator
 
 AUDITED = {
     "workloadAudit": {"enabled": True},
@@ -55,45 +55,46 @@ async def workload_events(cluster: Cluster, namespace: str) -> list[dict[str, An
     ]
 
 
-async def test_pods_are_judged_and_reported(cluster: Cluster, operator: Operator) -> None:
-    await cluster.create_namespace("team-a", env="prod")
-    await cluster.kube.create(POD, "team-a", pod("good", "team-a", compliant=True))
-    await cluster.kube.create(POD, "team-a", pod("bad", "team-a", compliant=False))
-    await cluster.create_baseline(baseline(**AUDITED))
+async def test_pods_are_judged_and_reported(cluster: Cluster) -> None:
+    async with running_operator(cluster) as operator:
+        await cluster.create_namespace("team-a", env="prod")
+        await cluster.kube.create(POD, "team-a", pod("good", "team-a", compliant=True))
+        await cluster.kube.create(POD, "team-a", pod("bad", "team-a", compliant=False))
+        await cluster.create_baseline(baseline(**AUDITED))
 
-    async def reported() -> bool:
-        return (await cluster.status("prod")).get("workloads", {}).get("pods") == 2
+        async def reported() -> bool:
+            return (await cluster.status("prod")).get("workloads", {}).get("pods") == 2
 
-    await eventually(reported)
-    await operator.settled()
-    status = await cluster.status("prod")
-    assert status["workloads"]["nonCompliantPods"] == 1
-    (listed,) = status["nonCompliantWorkloads"]
-    assert listed["namespace"] == "team-a" and listed["pod"] == "bad"
-    assert {"privileged", "allowed-registries", "required-labels", "image-tag"} <= set(
-        listed["checks"]
-    )
+        await eventually(reported)
+        await operator.settled()
+        status = await cluster.status("prod")
+        assert status["workloads"]["nonCompliantPods"] == 1
+        (listed,) = status["nonCompliantWorkloads"]
+        assert listed["namespace"] == "team-a" and listed["pod"] == "bad"
+        assert {"privileged", "allowed-registries", "required-labels", "image-tag"} <= set(
+            listed["checks"]
+        )
 
-    report = await cluster.get(POLICY_REPORT, "team-a", POLICY_REPORT_NAME)
-    assert report is not None
-    rules = {result["rule"] for result in report["results"]}
-    assert "privileged" in rules
-    assert all(result["resources"][0]["name"] == "bad" for result in report["results"])
-    assert report["summary"]["fail"] == len(report["results"])
-    # the first look after a start is no news: no Event yet
-    assert await workload_events(cluster, "team-a") == []
+        report = await cluster.get(POLICY_REPORT, "team-a", POLICY_REPORT_NAME)
+        assert report is not None
+        rules = {result["rule"] for result in report["results"]}
+        assert "privileged" in rules
+        assert all(result["resources"][0]["name"] == "bad" for result in report["results"])
+        assert report["summary"]["fail"] == len(report["results"])
+        # the first look after a start is no news: no Event yet
+        assert await workload_events(cluster, "team-a") == []
 
-    await cluster.delete(POD, "team-a", "bad")
+        await cluster.delete(POD, "team-a", "bad")
 
-    async def cleared() -> bool:
-        return (await cluster.status("prod")).get("workloads", {}).get("nonCompliantPods") == 0
+        async def cleared() -> bool:
+            return (await cluster.status("prod")).get("workloads", {}).get("nonCompliantPods") == 0
 
-    await eventually(cleared)
-    (event,) = await workload_events(cluster, "team-a")
-    assert event["message"] == "all 1 pods pass the hardening checks"
-    report = await cluster.get(POLICY_REPORT, "team-a", POLICY_REPORT_NAME)
-    assert report is not None
-    assert report["results"] == []
+        await eventually(cleared)
+        (event,) = await workload_events(cluster, "team-a")
+        assert event["message"] == "all 1 pods pass the hardening checks"
+        report = await cluster.get(POLICY_REPORT, "team-a", POLICY_REPORT_NAME)
+        assert report is not None
+        assert report["results"] == []
 
 
 async def test_workloads_at_rest_cost_nothing(cluster: Cluster) -> None:
