@@ -498,3 +498,37 @@ def write_requests_all(cluster: Cluster) -> list[Any]:
     """Every write, Events and status included: at rest there must be none at all."""
     assert cluster.emulator is not None
     return write_requests(cluster.emulator)
+
+
+async def test_a_restart_repeats_no_warning(cluster: Cluster) -> None:
+    """A conflict that status already reports is no news after a restart: no new Event."""
+    from baseline_operator.policy.objects import EVENT
+
+    await cluster.create_namespace("team-a", env="prod")
+    await cluster.kube.create(
+        NETWORK_POLICY,
+        "team-a",
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": "prod-default-deny", "namespace": "team-a"},
+            "spec": {"podSelector": {}},
+        },
+    )
+    await cluster.create_baseline(baseline(**FULL_SPEC))
+
+    async def warnings() -> list[str]:
+        return [e["reason"] for e in await cluster.list(EVENT, "default") if e["type"] == "Warning"]
+
+    async with running_operator(cluster) as operator:
+
+        async def reported() -> bool:
+            return (await cluster.condition("prod", "Conflicted")).get("status") == "True"
+
+        await eventually(reported)
+        await operator.settled(quiet=1.2)
+    first = await warnings()
+    assert first.count("Conflict") == 2  # one on the namespace, one on the baseline
+    async with running_operator(cluster) as operator:
+        await operator.settled(quiet=1.2)
+    assert await warnings() == first

@@ -17,6 +17,7 @@ from typing import Any
 import structlog
 
 from baseline_operator.api.resource import SecurityBaseline
+from baseline_operator.api.status import MAX_REPORTED
 from baseline_operator.controller.cache import BaselineEntry, ClusterView
 from baseline_operator.controller.events import NORMAL, WARNING, EventRecorder
 from baseline_operator.kube.client import ApiError, KubeApi
@@ -356,9 +357,11 @@ class Reconciler:
             await self.events.on_namespace(state.name, state.uid, NORMAL, reason, "; ".join(parts))
         for baseline, outcome in sorted(results.items()):
             before = self.outcomes.get(baseline, {}).get(state.name)
-            if before is not None and (before.result, before.message) == (
+            if before is None:
+                before = self._reported_before(baseline, state.name)
+            if before is not None and (before.result, before.message[:1024]) == (
                 outcome.result,
-                outcome.message,
+                outcome.message[:1024],
             ):
                 continue
             if outcome.result in (Result.FAILED, Result.CONFLICTED):
@@ -374,7 +377,8 @@ class Reconciler:
                     f"namespace {state.name}: {outcome.message}",
                 )
             if outcome.psa_warnings and (
-                before is None or before.psa_warnings != outcome.psa_warnings
+                before is None
+                or _as_reported(before.psa_warnings) != _as_reported(outcome.psa_warnings)
             ):
                 await self.events.on_namespace(
                     state.name,
@@ -384,6 +388,29 @@ class Reconciler:
                     f"enforce level {outcome.psa_level} would reject running pods: "
                     + " | ".join(outcome.psa_warnings),
                 )
+
+    def _reported_before(self, baseline: str, namespace: str) -> Outcome | None:
+        """The outcome the stored status already reports (after a restart, nothing is news
+        that status says): its reason, message and Pod Security preview."""
+        entry = self.view.baselines().get(baseline)
+        if entry is None:
+            return None
+        status = entry.status
+        warnings: tuple[str, ...] = ()
+        for preview in status.get("podSecurityPreview") or []:
+            if preview.get("namespace") == namespace:
+                warnings = tuple(preview.get("warnings") or ())
+        for report in status.get("nonCompliant") or []:
+            if report.get("namespace") == namespace:
+                results = {result.value: result for result in Result}
+                reason = str(report.get("reason", ""))
+                result = results.get(reason, Result.FAILED if reason == "ApplyFailed" else None)
+                if result is None:
+                    result = Result.DRIFTED if reason == "WouldChange" else Result.COMPLIANT
+                return Outcome(
+                    result, entry.generation, reason, str(report.get("message", "")), warnings
+                )
+        return Outcome(Result.COMPLIANT, entry.generation, "", "", warnings) if warnings else None
 
     def _record(self, namespace: str, results: Mapping[str, Outcome]) -> None:
         for baseline in set(self.outcomes) | set(results):
@@ -558,6 +585,11 @@ def _owner_state(entry: BaselineEntry, selects_namespace: bool) -> OwnerState:
         cleanup=spec.cleanup_policy,
         active=selects_namespace and not entry.deleting,
     )
+
+
+def _as_reported(warnings: tuple[str, ...]) -> tuple[str, ...]:
+    """Warnings as status keeps them (bounded), so that a restart compares like with like."""
+    return tuple(warning[:1024] for warning in warnings[:MAX_REPORTED])
 
 
 def _names(refs: Any) -> str:
