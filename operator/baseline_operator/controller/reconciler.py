@@ -146,6 +146,16 @@ class Reconciler:
                 results[entry.name] = await self._audit_outcome(
                     entry, enforce, state, observed, owners
                 )
+        if changes.writes or changes.conflicts:
+            log.info(
+                "namespace reconciled",
+                namespace=name,
+                applied=len(changes.applies),
+                deleted=len(changes.deletes),
+                labels=changes.labels is not None,
+                conflicts=len(changes.conflicts),
+                failed=len(failures),
+            )
         await self._report_namespace(state, changes, failures, results)
         self._record(name, results)
         if any(not _unserved(error) for error in failures.values()):
