@@ -146,7 +146,7 @@ class Reconciler:
                 results[entry.name] = await self._audit_outcome(
                     entry, enforce, state, observed, owners
                 )
-        if changes.writes or changes.conflicts:
+        if changes.writes:
             log.info(
                 "namespace reconciled",
                 namespace=name,
