@@ -168,28 +168,9 @@ class Reconciler:
     ) -> dict[ObjectRef, str]:
         """Make the writes; return the failures by object (the namespace itself for labels)."""
         failures: dict[ObjectRef, str] = {}
-
-        async def apply(item: Apply) -> None:
-            before = self.view.watched_version(item.desired.ref)
-            try:
-                answer = await self.kube.apply(item.body)
-            except ApiError as exc:
-                failures[item.desired.ref] = _explain(item.desired.ref, exc)
-                return
-            self.view.writes.record(item.desired.ref, before, answer.body)
-
-        async def delete(item: Delete) -> None:
-            before = self.view.watched_version(item.ref)
-            try:
-                await self.kube.delete(item.ref, item.uid)
-            except ApiError as exc:
-                if not exc.conflict:  # a uid mismatch: the object was replaced; look again
-                    failures[item.ref] = f"{item.ref}: {exc}"
-                return
-            self.view.writes.record(item.ref, before, None)
-
         await asyncio.gather(
-            *(apply(item) for item in changes.applies), *(delete(item) for item in changes.deletes)
+            *(self._apply(item, failures) for item in changes.applies),
+            *(self._delete(item, failures) for item in changes.deletes),
         )
         if changes.labels is not None:
             ref = ObjectRef(NAMESPACE, None, state.name)
@@ -205,6 +186,27 @@ class Reconciler:
             else:
                 self.view.writes.record(ref, before, answer.body)
         return failures
+
+    async def _apply(self, item: Apply, failures: dict[ObjectRef, str]) -> None:
+        """One server-side apply, remembered until the watch shows it; failures collected."""
+        before = self.view.watched_version(item.desired.ref)
+        try:
+            answer = await self.kube.apply(item.body)
+        except ApiError as exc:
+            failures[item.desired.ref] = _explain(item.desired.ref, exc)
+            return
+        self.view.writes.record(item.desired.ref, before, answer.body)
+
+    async def _delete(self, item: Delete, failures: dict[ObjectRef, str]) -> None:
+        """One delete with a uid precondition; a replaced object (409) is looked at again."""
+        before = self.view.watched_version(item.ref)
+        try:
+            await self.kube.delete(item.ref, item.uid)
+        except ApiError as exc:
+            if not exc.conflict:
+                failures[item.ref] = f"{item.ref}: {exc}"
+            return
+        self.view.writes.record(item.ref, before, None)
 
     async def _preview(self, namespace: str, labels: Mapping[str, str]) -> tuple[str, ...]:
         """The API server's warnings about running pods the new enforce level would reject."""
@@ -474,22 +476,9 @@ class Reconciler:
     ) -> dict[ObjectRef, str]:
         failures: dict[ObjectRef, str] = {}
         for item in applies:  # a policy before its binding: render order is ref order
-            before = self.view.watched_version(item.desired.ref)
-            try:
-                answer = await self.kube.apply(item.body)
-            except ApiError as exc:
-                failures[item.desired.ref] = _explain(item.desired.ref, exc)
-                continue
-            self.view.writes.record(item.desired.ref, before, answer.body)
+            await self._apply(item, failures)
         for gone in sorted(deletes, key=lambda d: d.ref.kind.kind, reverse=True):  # bindings first
-            before = self.view.watched_version(gone.ref)
-            try:
-                await self.kube.delete(gone.ref, gone.uid)
-            except ApiError as exc:
-                if not exc.conflict:
-                    failures[gone.ref] = f"{gone.ref}: {exc}"
-                continue
-            self.view.writes.record(gone.ref, before, None)
+            await self._delete(gone, failures)
         return failures
 
     # ------------------------------------------------------------------ status

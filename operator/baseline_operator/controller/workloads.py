@@ -47,9 +47,6 @@ class WorkloadAuditor:
 
     # baseline -> namespace -> what its pods get wrong
     summaries: dict[str, dict[str, NamespaceWorkloads]] = field(default_factory=dict)
-    # Namespaces judged since the operator started: a change is only news after the first look,
-    # so that a restart posts no Events.
-    _judged: set[str] = field(default_factory=set)
     # Whether the API server serves PolicyReports; None until a write has told.
     reports_served: bool | None = None
 
@@ -81,10 +78,8 @@ class WorkloadAuditor:
                 self.enqueue_status(owner)
 
         if state is None or state.terminating:
-            self._judged.discard(name)
             return
         await self._report_change(name, state.uid, before, results)
-        self._judged.add(name)
         await self._write_policy_report(name, results)
 
     async def _report_change(
@@ -94,8 +89,8 @@ class WorkloadAuditor:
         before: dict[str, NamespaceWorkloads],
         after: dict[str, NamespaceWorkloads],
     ) -> None:
-        if namespace not in self._judged or not after:
-            return
+        if not before or not after:
+            return  # a first look (after a start, or by a new baseline) is no news
         old = {b: summary.key() for b, summary in before.items()}
         new = {b: summary.key() for b, summary in after.items()}
         if old == new:
