@@ -35,3 +35,16 @@ async def test_one_leads_the_other_waits_then_takes_over(cluster: Cluster) -> No
     lost = asyncio.Event()
     await asyncio.wait_for(first.hold(lost), 3)
     assert lost.is_set()
+
+
+async def test_a_missing_operator_namespace_is_created(cluster: Cluster) -> None:
+    from baseline_operator.policy.objects import NAMESPACE
+
+    elector = LeaderElector(cluster.kube, "ops-fresh", "replica-a", duration=2, renew_every=0.2)
+    await asyncio.wait_for(elector.acquire(), 5)
+    namespace = await cluster.get(NAMESPACE, None, "ops-fresh")
+    assert namespace is not None
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    lease = await cluster.get(LEASE, "ops-fresh", LEASE_NAME)
+    assert lease is not None
+    assert lease["spec"]["holderIdentity"] == "replica-a"

@@ -18,7 +18,7 @@ from typing import Any
 import structlog
 
 from baseline_operator.kube.client import ApiError, KubeApi
-from baseline_operator.policy.objects import LEASE, ObjectRef
+from baseline_operator.policy.objects import LEASE, NAMESPACE, ObjectRef
 
 log = structlog.get_logger(__name__)
 
@@ -90,7 +90,7 @@ class LeaderElector:
         }
         try:
             if lease is None:
-                await self.kube.create(LEASE, self.namespace, body)
+                await self._create_lease(body)
             else:
                 body["metadata"]["resourceVersion"] = lease["metadata"]["resourceVersion"]
                 await self.kube.replace(self.ref, body)
@@ -99,6 +99,32 @@ class LeaderElector:
                 return False
             raise
         return True
+
+    async def _create_lease(self, body: dict[str, Any]) -> None:
+        try:
+            await self.kube.create(LEASE, self.namespace, body)
+        except ApiError as exc:
+            if not exc.not_found:
+                raise
+            # Run from a workstation before manifests/base was applied, the operator's own
+            # namespace may not exist yet: make it, restricted like the one the manifests make.
+            log.info("creating the operator's namespace", namespace=self.namespace)
+            await self.kube.create(
+                NAMESPACE,
+                None,
+                {
+                    "apiVersion": "v1",
+                    "kind": "Namespace",
+                    "metadata": {
+                        "name": self.namespace,
+                        "labels": {
+                            f"pod-security.kubernetes.io/{mode}": "restricted"
+                            for mode in ("enforce", "audit", "warn")
+                        },
+                    },
+                },
+            )
+            await self.kube.create(LEASE, self.namespace, body)
 
     async def acquire(self) -> None:
         logged = False
