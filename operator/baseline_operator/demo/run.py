@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any, TextIO
 
 import kopf
+import structlog
 import yaml
 
 from baseline_operator.controller.main import operate
@@ -74,6 +76,8 @@ def example_baselines() -> list[dict[str, Any]]:
 def run_demo(namespaces: int, out: TextIO | None = None) -> int:
     import sys  # noqa: PLC0415 - the default stream, resolved when called
 
+    # The demo prints its own story; the operator's logs would only interleave with it.
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     return asyncio.run(demo(namespaces, out or sys.stdout))
 
 
