@@ -80,7 +80,7 @@ def _rendered(directory: Path) -> list[Body]:
 
 
 def _own_objects() -> list[Body]:
-    """The objects of manifests/base's own files (the CRD comes from crds/)."""
+    """The objects of manifests/base's own files (the root kustomization adds the CRD)."""
     return [doc for path in _listed_files(BASE) if path.is_file() for doc in _load(path)]
 
 
@@ -252,7 +252,7 @@ def _container_violations(container: Body, pod_security: Body) -> list[str]:
 # --- kustomizations ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("directory", [BASE, ARGOCD], ids=["base", "argocd"])
+@pytest.mark.parametrize("directory", [REPO, BASE, ARGOCD], ids=["root", "base", "argocd"])
 def test_every_entry_a_kustomization_lists_exists(directory: Path) -> None:
     for path in _listed_files(directory):
         assert path.exists(), f"{path.relative_to(REPO)} is listed but missing"
@@ -275,12 +275,13 @@ def test_every_yaml_file_is_listed(directory: Path) -> None:
             assert path.resolve() in listed, f"{where} is not in kustomization.yaml"
 
 
-def test_base_brings_the_crd_first_for_argocd() -> None:
-    crds = [obj for obj in _rendered(BASE) if obj["kind"] == "CustomResourceDefinition"]
+def test_the_root_brings_the_crd_first_for_argocd() -> None:
+    crds = [obj for obj in _rendered(REPO) if obj["kind"] == "CustomResourceDefinition"]
     assert [crd["metadata"]["name"] for crd in crds] == [CRD_NAME]
+    assert {obj["kind"] for obj in _rendered(REPO)} >= {"Deployment", "ClusterRole"}
     patched = [
         patch
-        for patch in _kustomization(BASE).get("patches", [])
+        for patch in _kustomization(REPO).get("patches", [])
         if yaml.safe_load(patch.get("patch", "{}")).get("metadata", {}).get("name") == CRD_NAME
     ]
     annotations = yaml.safe_load(patched[0]["patch"])["metadata"]["annotations"]
