@@ -538,14 +538,17 @@ async def _sweep(kube: KubeApi, prefix: str, wait: float) -> list[str]:
     return left
 
 
+NO_CLUSTER = (
+    f"{ENV} is not set: the e2e tests need a real cluster (a kubeconfig with "
+    "cluster-admin rights on a throwaway cluster)"
+)
+
+
 @pytest.fixture(scope="session")
 def run() -> Iterable[Run]:
     path = os.environ.get(ENV)
     if not path:
-        pytest.skip(
-            f"{ENV} is not set: the e2e tests need a real cluster (a kubeconfig with "
-            "cluster-admin rights on a throwaway cluster)"
-        )
+        pytest.skip(reason=NO_CLUSTER)
     if not Path(path).is_file():
         pytest.fail(f"{ENV}={path}: no such kubeconfig file")
     admin = _admin_configuration(path)

@@ -147,7 +147,7 @@ async def test_a_restart_in_sync_writes_nothing(e2e: E2E) -> None:
 
 async def test_a_restart_keeps_the_status_of_a_failing_baseline(e2e: E2E) -> None:
     if await served(e2e.kube, EXTERNAL_SECRET):
-        pytest.skip("needs a namespace whose writes fail: the ExternalSecret kind is served here")
+        pytest.skip(reason="needs failing writes, but the ExternalSecret kind is served here")
     namespace = await e2e.create_namespace("a", env="prod")
     body = e2e.baseline_body(**FULL_SPEC)  # its ExternalSecret cannot be written
     name = await e2e.create_baseline(body)

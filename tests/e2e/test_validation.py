@@ -177,7 +177,7 @@ async def test_the_openapi_document_carries_every_description(admin: KubeApi) ->
 async def test_kubectl_explain_shows_the_descriptions(run: Run) -> None:
     shown = kubectl("explain", "sbl.spec.podSecurity")
     if shown is None:
-        pytest.skip("no kubectl (set BASELINE_E2E_KUBECTL or put kubectl on PATH)")
+        pytest.skip(reason="no kubectl (set BASELINE_E2E_KUBECTL or put kubectl on PATH)")
     assert shown.returncode == 0, shown.stderr
     crd = yaml.safe_load(CRD_FILE.read_text())
     spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]

@@ -442,7 +442,9 @@ def test_unnamespaced_objects_and_generated_names(tmp_path: Path) -> None:
 
 @pytest.fixture
 def cli() -> Any:
-    return pytest.importorskip("baseline_operator.cli").main
+    from baseline_operator.cli import main
+
+    return main
 
 
 def test_cli_exit_codes_and_stderr(cli: Any, tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from baseline_operator.policy.checklist import ChecklistConfig, check_object
 from baseline_operator.policy.names import (
     MANAGED_BY_VALUE,
     OPERATOR_NAMESPACE,
@@ -520,10 +521,6 @@ def test_restricted_check_catches_each_weakening(mutation: Callable[[Body], None
 
 def test_pod_passes_the_operators_own_hardening_checklist() -> None:
     """It must pass its own baseline."""
-    try:
-        from baseline_operator.policy.checklist import ChecklistConfig, check_object
-    except ImportError as exc:  # pragma: no cover - only while the checklist is being written
-        pytest.skip(f"policy.checklist is not available yet: {exc}")
     assert check_object(_deployment(), ChecklistConfig()) == []
 
 
