@@ -16,7 +16,6 @@ from tests.e2e.conftest import (
     CRD_FILE,
     E2E,
     NAMESPACES_AND_GENERATED,
-    ROOT,
     SPEC,
     Run,
     converged_on,
@@ -24,24 +23,11 @@ from tests.e2e.conftest import (
     kubectl,
     server_side_apply,
 )
+from tests.support.corpus import EXAMPLES, INVALID, expectations
 
 pytestmark = pytest.mark.e2e
 
-INVALID = sorted((ROOT / "tests/corpus/invalid").glob("*.yaml"))
-EXAMPLES = sorted((ROOT / "manifests/examples").glob("*.yaml"))
 
-
-def expectations(path: Path) -> dict[str, str]:
-    """The `# key: value` lines at the top of a corpus file."""
-    notes = {}
-    for line in path.read_text().splitlines():
-        if line.startswith("# ") and ": " in line:
-            key, _, value = line[2:].partition(": ")
-            notes[key] = value
-    return notes
-
-
-# Read once, at collection: the tests themselves do no blocking file I/O.
 TEXTS = {path: path.read_text() for path in [*INVALID, *EXAMPLES]}
 SCHEMA_REFUSES = [path for path in INVALID if expectations(path).get("refused-by") != "operator"]
 OPERATOR_REFUSES = [path for path in INVALID if expectations(path).get("refused-by") == "operator"]

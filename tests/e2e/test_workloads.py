@@ -3,38 +3,13 @@ exist) judged from a watch, counted in the baseline's status, and an Event on ch
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from baseline_operator.policy.objects import EVENT, POD, SERVICE_ACCOUNT
 from tests.e2e.conftest import E2E, eventually, list_items
+from tests.support.pods import pod
 
 pytestmark = pytest.mark.e2e
-
-
-def pod(name: str, *, hardened: bool) -> dict[str, Any]:
-    container: dict[str, Any] = {"name": "app", "image": "registry.example.com/team/web:1.0"}
-    if hardened:
-        container["securityContext"] = {
-            "runAsNonRoot": True,
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        }
-        container["resources"] = {
-            "requests": {"cpu": "10m", "memory": "16Mi"},
-            "limits": {"memory": "32Mi"},
-        }
-    else:
-        container["image"] = "docker.io/library/busybox:latest"
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "labels": {"app": name}},
-        "spec": {"containers": [container]},
-    }
 
 
 async def test_existing_pods_are_judged_and_changes_reported(e2e: E2E) -> None:

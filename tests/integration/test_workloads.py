@@ -9,6 +9,7 @@ from typing import Any
 from baseline_operator.policy.objects import EVENT, POD, POLICY_REPORT
 from baseline_operator.policy.workloads import POLICY_REPORT_NAME
 from tests.support.cluster import Cluster, baseline, eventually, running_operator
+from tests.support.pods import pod
 
 AUDITED = {
     "workloadAudit": {"enabled": True},
@@ -18,33 +19,6 @@ AUDITED = {
         "validationActions": ["Warn"],
     },
 }
-
-
-def pod(name: str, namespace: str, *, compliant: bool) -> dict[str, Any]:
-    container: dict[str, Any] = {"name": "main", "image": "registry.example.com/app:1.0"}
-    labels = {"app": name}
-    if compliant:
-        container["securityContext"] = {
-            "runAsNonRoot": True,
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        }
-        container["resources"] = {
-            "requests": {"cpu": "10m", "memory": "16Mi"},
-            "limits": {"memory": "64Mi"},
-        }
-    else:
-        container["image"] = "docker.io/library/nginx:latest"
-        container["securityContext"] = {"privileged": True}
-        labels = {}
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "namespace": namespace, "labels": labels},
-        "spec": {"containers": [container]},
-    }
 
 
 async def workload_events(cluster: Cluster, namespace: str) -> list[dict[str, Any]]:
@@ -58,8 +32,8 @@ async def workload_events(cluster: Cluster, namespace: str) -> list[dict[str, An
 async def test_pods_are_judged_and_reported(cluster: Cluster) -> None:
     async with running_operator(cluster) as operator:
         await cluster.create_namespace("team-a", env="prod")
-        await cluster.kube.create(POD, "team-a", pod("good", "team-a", compliant=True))
-        await cluster.kube.create(POD, "team-a", pod("bad", "team-a", compliant=False))
+        await cluster.kube.create(POD, "team-a", pod("good", hardened=True, namespace="team-a"))
+        await cluster.kube.create(POD, "team-a", pod("bad", hardened=False, namespace="team-a"))
         await cluster.create_baseline(baseline(**AUDITED))
 
         async def reported() -> bool:
@@ -101,7 +75,7 @@ async def test_workloads_at_rest_cost_nothing(cluster: Cluster) -> None:
     from baseline_operator.demo.emulator import write_requests
 
     await cluster.create_namespace("team-a", env="prod")
-    await cluster.kube.create(POD, "team-a", pod("bad", "team-a", compliant=False))
+    await cluster.kube.create(POD, "team-a", pod("bad", hardened=False, namespace="team-a"))
     await cluster.create_baseline(baseline(**AUDITED))
     async with running_operator(cluster, resync_seconds=0.5) as operator:
         await operator.settled(quiet=1.0)
@@ -121,7 +95,7 @@ async def test_without_the_policy_report_crd_nothing_breaks(cluster: Cluster) ->
         if getattr(resource, "group", None) == "wgpolicyk8s.io":
             del cluster.emulator.resources[resource]
     await cluster.create_namespace("team-a", env="prod")
-    await cluster.kube.create(POD, "team-a", pod("bad", "team-a", compliant=False))
+    await cluster.kube.create(POD, "team-a", pod("bad", hardened=False, namespace="team-a"))
     await cluster.create_baseline(baseline(**AUDITED))
     async with running_operator(cluster) as operator:
 

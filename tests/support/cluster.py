@@ -15,7 +15,7 @@ from typing import Any
 
 import kopf
 
-from baseline_operator.controller.main import operate
+from baseline_operator.controller.main import operator_in_process
 from baseline_operator.controller.runtime import Runtime, RuntimeOptions
 from baseline_operator.demo.emulator import ClusterEmulator, RecordedRequest, write_requests
 from baseline_operator.kube.client import ApiError, KubeApi, RetryPolicy, collection_path
@@ -137,14 +137,12 @@ class Cluster:
 
 @dataclass
 class Operator:
-    runtime_holder: kopf.Memo
-    task: asyncio.Task[None]
-    stop: asyncio.Event
+    memo: kopf.Memo
     options: RuntimeOptions = field(default_factory=RuntimeOptions)
 
     @property
     def runtime(self) -> Runtime:
-        runtime: Runtime = self.runtime_holder.runtime
+        runtime: Runtime = self.memo.runtime
         return runtime
 
     async def settled(self, quiet: float = 0.3) -> None:
@@ -153,7 +151,7 @@ class Operator:
         deadline = loop.time() + WAIT
         calm_since: float | None = None
         while loop.time() < deadline:
-            runtime = getattr(self.runtime_holder, "runtime", None)
+            runtime = getattr(self.memo, "runtime", None)
             idle = runtime is not None and runtime.ready.is_set() and runtime.queue.idle
             if idle:
                 calm_since = calm_since if calm_since is not None else loop.time()
@@ -182,28 +180,12 @@ async def running_operator(
     client = api_client(copy.deepcopy(cluster.configuration))
     kube = KubeApi(client, retry=RetryPolicy(first_delay=0.05, max_delay=0.5))
     options = RuntimeOptions(namespace=namespace, resync_seconds=resync_seconds, workers=4)
-    stop = asyncio.Event()
-    memo = kopf.Memo()
-    task = asyncio.create_task(
-        operate(
-            kube,
-            cluster.connection,
-            options,
-            stop_flag=stop,
-            watch_timeout=60,
-            memo=memo,
-            username=cluster.username,
-        )
-    )
-    operator = Operator(memo, task, stop, options)
-    try:
-        yield operator
-    finally:
-        # kopf waits up to 5 s, on stopping, for every task started while it ran: with an
-        # in-process server that includes the handlers of idle pooled connections. Closing
-        # them (the test's own client reconnects when used again) lets it stop at once.
-        client.close()
-        cluster.kube.api_client.rest_client.pool_manager.clear()
-        stop.set()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(task, 20)
+    async with operator_in_process(
+        kube, cluster.connection, options, username=cluster.username
+    ) as memo:
+        try:
+            yield Operator(memo, options)
+        finally:
+            # The test's own client too: see operator_in_process (it reconnects when used).
+            cluster.kube.api_client.rest_client.pool_manager.clear()
+            client.close()

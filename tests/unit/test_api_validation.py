@@ -10,21 +10,10 @@ import yaml
 
 from baseline_operator.api.crd import build_crd
 from baseline_operator.api.resource import InvalidBaseline, parse_baseline
+from tests.support.corpus import EXAMPLES, INVALID, expectations
 from tests.support.crd_schema import validate
 
-ROOT = Path(__file__).parents[2]
-INVALID = sorted((ROOT / "tests/corpus/invalid").glob("*.yaml"))
-EXAMPLES = sorted((ROOT / "manifests/examples").glob("*.yaml"))
 SCHEMA = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
-
-
-def _expectations(path: Path) -> dict[str, str]:
-    notes = {}
-    for line in path.read_text().splitlines():
-        if line.startswith("# ") and ": " in line:
-            key, _, value = line[2:].partition(": ")
-            notes[key] = value
-    return notes
 
 
 def test_the_corpus_is_large_enough() -> None:
@@ -33,7 +22,7 @@ def test_the_corpus_is_large_enough() -> None:
 
 @pytest.mark.parametrize("path", INVALID, ids=lambda path: path.stem)
 def test_models_refuse_with_the_field_named(path: Path) -> None:
-    expected = _expectations(path)
+    expected = expectations(path)
     with pytest.raises(InvalidBaseline) as caught:
         parse_baseline(yaml.safe_load(path.read_text()))
     errors = caught.value.errors
@@ -44,11 +33,11 @@ def test_models_refuse_with_the_field_named(path: Path) -> None:
 
 @pytest.mark.parametrize(
     "path",
-    [path for path in INVALID if _expectations(path).get("refused-by") != "operator"],
+    [path for path in INVALID if expectations(path).get("refused-by") != "operator"],
     ids=lambda path: path.stem,
 )
 def test_crd_schema_refuses_with_the_field_named(path: Path) -> None:
-    expected = _expectations(path)
+    expected = expectations(path)
     errors = validate(yaml.safe_load(path.read_text()), SCHEMA)
     assert errors, "the CRD schema accepted an invalid baseline"
     # Rules at the root (on metadata.name) name the field in their message.
@@ -60,7 +49,7 @@ def test_crd_schema_refuses_with_the_field_named(path: Path) -> None:
 
 @pytest.mark.parametrize(
     "path",
-    [path for path in INVALID if _expectations(path).get("refused-by") == "operator"],
+    [path for path in INVALID if expectations(path).get("refused-by") == "operator"],
     ids=lambda path: path.stem,
 )
 def test_rules_only_the_operator_checks_pass_the_schema(path: Path) -> None:

@@ -49,12 +49,9 @@ def on_object_event(event: kopf.RawEvent, body: kopf.Body, memo: Any, **_: Any) 
     runtime_of(memo).on_object(event.get("type"), body)
 
 
-def on_pod_event(event: kopf.RawEvent, body: kopf.Body, memo: Any, **_: Any) -> None:
-    runtime_of(memo).on_pod(event.get("type"), body)
-
-
-def on_policy_report_event(event: kopf.RawEvent, body: kopf.Body, memo: Any, **_: Any) -> None:
-    runtime_of(memo).on_pod(event.get("type"), body)  # same key: that namespace's workloads
+def on_workload_event(event: kopf.RawEvent, body: kopf.Body, memo: Any, **_: Any) -> None:
+    """A pod, or the operator's PolicyReport, changed: look at that namespace's workloads."""
+    runtime_of(memo).on_workload(body)
 
 
 async def finalize_baseline(
@@ -113,7 +110,7 @@ def build_registry(workload_audit: bool = True) -> kopf.OperatorRegistry:
             _index_pod
         )
         kopf.on.event(group="", version="v1", plural="pods", id="pod_event", registry=registry)(
-            on_pod_event
+            on_workload_event
         )
         group, version, plural = POLICY_REPORT.group, POLICY_REPORT.version, POLICY_REPORT.plural
         kopf.index(
@@ -125,7 +122,7 @@ def build_registry(workload_audit: bool = True) -> kopf.OperatorRegistry:
         )(_index_own_object)
         kopf.on.event(
             group=group, version=version, plural=plural, id="policyreport_event", registry=registry
-        )(on_policy_report_event)
+        )(on_workload_event)
     kopf.on.delete(group=GROUP, version=VERSION, plural=PLURAL, id="cleanup", registry=registry)(
         finalize_baseline
     )

@@ -147,6 +147,41 @@ async def operate(
     )
 
 
+@contextlib.asynccontextmanager
+async def operator_in_process(
+    kube: KubeApi,
+    connection: Callable[[], kopf.ConnectionInfo],
+    options: RuntimeOptions,
+    *,
+    username: str | None = None,
+    watch_timeout: float = 60,
+) -> AsyncIterator[kopf.Memo]:
+    """The operator running in this event loop until the block ends (demo, tests,
+    benchmarks); the memo it yields shows the running operator (`memo.runtime`)."""
+    memo = kopf.Memo()
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        operate(
+            kube,
+            connection,
+            options,
+            stop_flag=stop,
+            watch_timeout=watch_timeout,
+            memo=memo,
+            username=username,
+        )
+    )
+    try:
+        yield memo
+    finally:
+        # On stopping, kopf waits up to 5 s for every task started while it ran; with the API
+        # server in the same loop that includes the handlers of idle pooled connections.
+        kube.api_client.rest_client.pool_manager.clear()
+        stop.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 def run_operator(options: OperatorOptions) -> int:
     configure_logging(options.verbosity)
     configuration = load_configuration()

@@ -369,12 +369,9 @@ class Reconciler:
             await self.events.on_namespace(state.name, state.uid, NORMAL, reason, "; ".join(parts))
         for baseline, outcome in sorted(results.items()):
             before = self.outcomes.get(baseline, {}).get(state.name)
-            if before is None:
-                before = self._reported_before(baseline, state.name)
-            if before is not None and (before.result, before.message[:1024]) == (
-                outcome.result,
-                outcome.message[:1024],
-            ):
+            known = _report(before) if before else self._reported_in_status(baseline, state.name)
+            now = _report(outcome)
+            if known is not None and known.problem == now.problem:
                 continue
             if outcome.result in (Result.FAILED, Result.CONFLICTED):
                 kind = "ApplyFailed" if outcome.result is Result.FAILED else "Conflict"
@@ -388,10 +385,7 @@ class Reconciler:
                     kind,
                     f"namespace {state.name}: {outcome.message}",
                 )
-            if outcome.psa_warnings and (
-                before is None
-                or _as_reported(before.psa_warnings) != _as_reported(outcome.psa_warnings)
-            ):
+            if outcome.psa_warnings and (known is None or known.warnings != now.warnings):
                 await self.events.on_namespace(
                     state.name,
                     state.uid,
@@ -401,28 +395,29 @@ class Reconciler:
                     + " | ".join(outcome.psa_warnings),
                 )
 
-    def _reported_before(self, baseline: str, namespace: str) -> Outcome | None:
-        """The outcome the stored status already reports (after a restart, nothing is news
-        that status says): its reason, message and Pod Security preview."""
+    def _reported_in_status(self, baseline: str, namespace: str) -> Report | None:
+        """What the stored status already says of a namespace: after a restart, that is not
+        news to post again."""
         entry = self.view.baselines().get(baseline)
         if entry is None:
             return None
-        status = entry.status
-        warnings: tuple[str, ...] = ()
-        for preview in status.get("podSecurityPreview") or []:
-            if preview.get("namespace") == namespace:
-                warnings = tuple(preview.get("warnings") or ())
-        for report in status.get("nonCompliant") or []:
-            if report.get("namespace") == namespace:
-                results = {result.value: result for result in Result}
-                reason = str(report.get("reason", ""))
-                result = results.get(reason, Result.FAILED if reason == "ApplyFailed" else None)
-                if result is None:
-                    result = Result.DRIFTED if reason == "WouldChange" else Result.COMPLIANT
-                return Outcome(
-                    result, entry.generation, reason, str(report.get("message", "")), warnings
-                )
-        return Outcome(Result.COMPLIANT, entry.generation, "", "", warnings) if warnings else None
+        reports = [
+            r for r in entry.status.get("nonCompliant") or [] if r.get("namespace") == namespace
+        ]
+        previews = [
+            p
+            for p in entry.status.get("podSecurityPreview") or []
+            if p.get("namespace") == namespace
+        ]
+        if not reports and not previews:
+            return None
+        problem = (
+            (str(reports[0].get("reason", "")), str(reports[0].get("message", "")))
+            if reports
+            else ("", "")
+        )
+        warnings = tuple(previews[0].get("warnings") or ()) if previews else ()
+        return Report(problem, warnings)
 
     def _record(self, namespace: str, results: Mapping[str, Outcome]) -> None:
         for baseline in set(self.outcomes) | set(results):
@@ -586,9 +581,19 @@ def _owner_state(entry: BaselineEntry, selects_namespace: bool) -> OwnerState:
     )
 
 
-def _as_reported(warnings: tuple[str, ...]) -> tuple[str, ...]:
-    """Warnings as status keeps them (bounded), so that a restart compares like with like."""
-    return tuple(warning[:1024] for warning in warnings[:MAX_REPORTED])
+@dataclass(frozen=True)
+class Report:
+    """An outcome as status reports it (reason and message, preview warnings; bounded), so
+    that one kept in memory and one read back after a restart compare like with like."""
+
+    problem: tuple[str, str]
+    warnings: tuple[str, ...]
+
+
+def _report(outcome: Outcome) -> Report:
+    problem = (outcome.reason or outcome.result.value, outcome.message[:1024])
+    warnings = tuple(warning[:1024] for warning in outcome.psa_warnings[:MAX_REPORTED])
+    return Report(problem, warnings)
 
 
 def _names(refs: Any) -> str:

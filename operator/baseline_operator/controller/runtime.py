@@ -59,23 +59,24 @@ class Runtime:
     def __post_init__(self) -> None:
         self.view = ClusterView(self.indexes)
         self.queue = WorkQueue(self._process, workers=self.options.workers)
+        events = EventRecorder(self.kube, self.options.instance)
+        self.auditor = WorkloadAuditor(
+            view=self.view,
+            kube=self.kube,
+            events=events,
+            enqueue_status=lambda name: self.queue.add(status_key(name), STATUS_DEBOUNCE),
+            operator_namespace=self.options.namespace,
+        )
         self.reconciler = Reconciler(
             view=self.view,
             kube=self.kube,
-            events=EventRecorder(self.kube, self.options.instance),
+            events=events,
             enqueue=self.queue.add,
             operator_namespace=self.options.namespace,
             operator_username=self.operator_username or self.options.username,
             now=now_rfc3339,
+            workloads_of=self._workloads_of,
         )
-        self.auditor = WorkloadAuditor(
-            view=self.view,
-            kube=self.kube,
-            events=self.reconciler.events,
-            enqueue_status=lambda name: self.queue.add(status_key(name), STATUS_DEBOUNCE),
-            operator_namespace=self.options.namespace,
-        )
-        self.reconciler.workloads_of = self._workloads_of
         self._triggers: dict[str, tuple[Any, ...]] = {}
         self._resync: asyncio.Task[None] | None = None
         # kopf holds handlers back until every index is listed; the first call means ready.
@@ -148,7 +149,7 @@ class Runtime:
         if self.options.workload_audit:
             self.queue.add(workloads_key(name))
 
-    def on_pod(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+    def on_workload(self, body: Mapping[str, Any]) -> None:
         self.ready.set()
         namespace = body.get("metadata", {}).get("namespace")
         if namespace:

@@ -11,10 +11,10 @@ drift being repaired, and prints the baselines' status the way
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any, TextIO
 
@@ -22,7 +22,7 @@ import kopf
 import structlog
 import yaml
 
-from baseline_operator.controller.main import operate
+from baseline_operator.controller.main import operator_in_process
 from baseline_operator.controller.runtime import RuntimeOptions
 from baseline_operator.demo.emulator import running_emulator
 from baseline_operator.kube.client import KubeApi, collection_path
@@ -124,37 +124,26 @@ async def demo(count: int, out: TextIO) -> int:
             say(f"  already there, made by someone else: NetworkPolicy {foreign}/{TAKEN_NAME}")
         say()
 
-        stop = asyncio.Event()
         options = RuntimeOptions(resync_seconds=3600, workers=4)
         loop = asyncio.get_running_loop()
         started = loop.time()
-        operator = asyncio.create_task(
-            operate(
-                kube,
-                lambda: kopf.ConnectionInfo(server=url),
-                options,
-                stop_flag=stop,
-                watch_timeout=60,
-                username=options.username,
-            )
-        )
+        progress = Progress(kube, names, say, started, loop.time)
         try:
-            say("converging")
-            settled = await _wait(lambda: _progress(kube, names, say, started, loop.time), TIMEOUT)
-            if not settled:
-                say(f"  not settled within {TIMEOUT:.0f}s")
-                return 1
-            say()
-            await _show_namespaces(kube, namespaces, say)
-            say()
-            await _show_drift_repair(kube, namespaces, say, loop.time)
-            say()
-            await _show_baselines(kube, names, say)
+            async with operator_in_process(
+                kube, lambda: kopf.ConnectionInfo(server=url), options, username=options.username
+            ):
+                say("converging")
+                if not await _wait(progress.settled, TIMEOUT):
+                    say(f"  not settled within {TIMEOUT:.0f}s")
+                    return 1
+                say()
+                await _show_namespaces(kube, namespaces, say)
+                say()
+                await _show_drift_repair(kube, namespaces, say, loop.time)
+                say()
+                await _show_baselines(kube, names, say)
         finally:
-            client.close()  # type: ignore[no-untyped-call]  # open pooled connections would hold kopf's shutdown for seconds
-            stop.set()
-            with contextlib.suppress(asyncio.CancelledError):
-                await operator
+            client.close()  # type: ignore[no-untyped-call]
     return 0
 
 
@@ -221,39 +210,45 @@ async def _list(kube: KubeApi, kind: Kind, namespace: str | None = None) -> list
     return items
 
 
-_last_line: dict[str, str] = {}
+@dataclass
+class Progress:
+    """Convergence as a user sees it (lists through the API), printed when it changes."""
+
+    kube: KubeApi
+    names: list[str]
+    say: Callable[[str], None]
+    started: float
+    clock: Callable[[], float]
+    last: str = ""
+
+    async def settled(self) -> bool:
+        """Whether every baseline reports on its current generation (printing progress)."""
+        items = await _list(self.kube, SECURITY_BASELINE)
+        baselines = {item["metadata"]["name"]: item for item in items}
+        reported = sum(1 for name in self.names if _reports(baselines.get(name, {})))
+        labelled = sum(
+            1
+            for item in await _list(self.kube, NAMESPACE)
+            if any(key.startswith(APPLIED_PREFIX) for key in item["metadata"].get("labels", {}))
+        )
+        line = (
+            f"{labelled} namespaces carry a baseline; {reported}/{len(self.names)} baselines report"
+        )
+        if line != self.last:
+            self.last = line
+            self.say(f"  {self.clock() - self.started:5.2f}s {line}")
+        return reported == len(self.names)
 
 
-async def _progress(
-    kube: KubeApi,
-    names: list[str],
-    say: Callable[[str], None],
-    started: float,
-    clock: Callable[[], float],
-) -> bool:
-    baselines = {item["metadata"]["name"]: item for item in await _list(kube, SECURITY_BASELINE)}
-    reported = 0
-    for name in names:
-        body = baselines.get(name, {})
-        status = body.get("status") or {}
-        ready = next((c for c in status.get("conditions", []) if c.get("type") == "Ready"), None)
-        if (
-            ready is not None
-            and status.get("observedGeneration") == body["metadata"].get("generation")
-            and ready.get("reason") != "Reconciling"
-            and ("workloads" in status or not _audits_workloads(body))
-        ):
-            reported += 1
-    labelled = sum(
-        1
-        for item in await _list(kube, NAMESPACE)
-        if any(key.startswith(APPLIED_PREFIX) for key in item["metadata"].get("labels", {}))
+def _reports(body: dict[str, Any]) -> bool:
+    status = body.get("status") or {}
+    ready = next((c for c in status.get("conditions", []) if c.get("type") == "Ready"), None)
+    return (
+        ready is not None
+        and status.get("observedGeneration") == body["metadata"].get("generation")
+        and ready.get("reason") != "Reconciling"
+        and ("workloads" in status or not _audits_workloads(body))
     )
-    line = f"  {labelled} namespaces carry a baseline; {reported}/{len(names)} baselines report"
-    if _last_line.get("progress") != line:
-        _last_line["progress"] = line
-        say(f"  {clock() - started:5.2f}s{line[1:]}")
-    return reported == len(names)
 
 
 def _audits_workloads(body: dict[str, Any]) -> bool:

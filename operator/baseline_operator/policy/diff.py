@@ -145,12 +145,8 @@ def owned_label_keys(managed_fields: Any, manager: str) -> frozenset[str] | None
     if not isinstance(managed_fields, list):
         return None
     keys: set[str] = set()
-    for entry in managed_fields:
-        if not isinstance(entry, dict) or entry.get("manager") != manager:
-            continue
-        if entry.get("operation") != "Apply":
-            continue
-        labels = ((entry.get("fieldsV1") or {}).get("f:metadata") or {}).get("f:labels") or {}
+    for fields in _apply_entries(managed_fields, manager):
+        labels = (fields.get("f:metadata") or {}).get("f:labels") or {}
         keys.update(key.removeprefix("f:") for key in labels if key.startswith("f:"))
     return frozenset(keys)
 
