@@ -7,7 +7,13 @@ from typing import Any
 
 import pytest
 
-from baseline_operator.policy.objects import EVENT, NAMESPACE, POD, SERVICE_ACCOUNT
+from baseline_operator.policy.objects import (
+    EVENT,
+    NAMESPACE,
+    POD,
+    SECURITY_BASELINE,
+    SERVICE_ACCOUNT,
+)
 from tests.e2e.conftest import (
     E2E,
     attempt,
@@ -140,3 +146,34 @@ async def test_the_status_previews_the_pods_enforcement_would_reject(e2e: E2E, m
     async with e2e.operator():
         preview = await preview_of(e2e, name, namespace)
         assert preview == {"namespace": namespace, "level": "restricted", "warnings": expected}
+
+
+async def test_raising_enforcement_by_an_edit_previews_too(e2e: E2E) -> None:
+    """A namespace already compliant with a baseline: the edit that raises its enforce
+    level is news, and the preview is posted although nothing else changed."""
+    namespace = await namespace_with_pods(e2e, "a", group="a")
+    expected = await what_kubectl_warns(e2e, namespace)
+    body = e2e.baseline_body(
+        selector={"matchLabels": {"group": "a"}}, podSecurity={"enforce": "baseline"}
+    )
+    name = await e2e.create_baseline(body)
+    async with e2e.operator() as operator:
+
+        async def baseline_enforced() -> bool:
+            return (await e2e.cluster.labels(namespace)).get(ENFORCE) == "baseline"
+
+        await eventually(baseline_enforced, what="enforce=baseline")
+        await operator.settled()
+        await e2e.cluster.merge_patch(
+            SECURITY_BASELINE, None, name, {"spec": {"podSecurity": {"enforce": "restricted"}}}
+        )
+
+        async def restricted_previews() -> list[dict[str, Any]]:
+            return [
+                event
+                for event in await preview_events(e2e, namespace)
+                if "enforce level restricted" in event["message"]
+            ]
+
+        (event,) = await eventually(restricted_previews, what="the preview of restricted")
+        assert all(warning in event["message"] for warning in expected), event["message"]

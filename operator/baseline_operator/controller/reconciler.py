@@ -371,9 +371,8 @@ class Reconciler:
             before = self.outcomes.get(baseline, {}).get(state.name)
             known = _report(before) if before else self._reported_in_status(baseline, state.name)
             now = _report(outcome)
-            if known is not None and known.problem == now.problem:
-                continue
-            if outcome.result in (Result.FAILED, Result.CONFLICTED):
+            news = known is None or known.problem != now.problem
+            if news and outcome.result in (Result.FAILED, Result.CONFLICTED):
                 kind = "ApplyFailed" if outcome.result is Result.FAILED else "Conflict"
                 message = f"baseline {baseline}: {outcome.message}"
                 await self.events.on_namespace(state.name, state.uid, WARNING, kind, message)
