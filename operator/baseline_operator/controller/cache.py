@@ -168,6 +168,11 @@ class RecentWrites:
     def pending_refs(self) -> list[ObjectRef]:
         return list(self._pending)
 
+    def forget_namespace(self, namespace: str) -> None:
+        """Drop what is kept for a namespace that is gone: nothing will read it again."""
+        for ref in [ref for ref in self._pending if ref.namespace == namespace]:
+            del self._pending[ref]
+
     def resolve(
         self, ref: ObjectRef, watched_version: str | None, watched: Any
     ) -> tuple[bool, dict[str, Any] | None]:

@@ -107,6 +107,9 @@ class Reconciler:
         state = self.view.namespace(name)
         if state is None or state.terminating:
             self._record(name, {})
+            self._raised.pop(name, None)
+            if state is None:
+                self.view.writes.forget_namespace(name)
             return
         entries = self.view.baselines()
         selecting = {
