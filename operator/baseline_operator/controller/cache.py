@@ -170,7 +170,12 @@ class RecentWrites:
 
     def forget_namespace(self, namespace: str) -> None:
         """Drop what is kept for a namespace that is gone: nothing will read it again."""
-        for ref in [ref for ref in self._pending if ref.namespace == namespace]:
+        gone = [
+            ref
+            for ref in self._pending
+            if ref.namespace == namespace or (ref.kind == NAMESPACE and ref.name == namespace)
+        ]
+        for ref in gone:
             del self._pending[ref]
 
     def resolve(
