@@ -1,7 +1,15 @@
-"""The real operator against a real Kubernetes API server (opt-in).
+"""The real operator against a real Kubernetes API server.
 
-Set BASELINE_E2E_KUBECONFIG to the kubeconfig of a throwaway cluster you administer;
-without it every test here is skipped. What a run does to that cluster, and undoes:
+The cluster is, in this order of preference:
+
+- BASELINE_E2E_KUBECONFIG: the kubeconfig of a throwaway cluster you administer;
+- BASELINE_E2E_ASSETS: a directory holding `etcd`, `kube-apiserver` and
+  `kube-controller-manager` (any kube-apiserver 1.30+): the session starts its own
+  control plane from them on loopback (tests/support/control_plane.py) and tears it
+  down at the end, failures or not. CI does this;
+
+and with neither, every test here is skipped and says why. What a run does to the
+cluster, and undoes:
 
 - it applies the SecurityBaseline CRD from crds/ (server-side apply) and leaves it
   installed: baselines of others may depend on it;
@@ -39,6 +47,7 @@ import re
 import secrets
 import shutil
 import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -81,6 +90,12 @@ from baseline_operator.policy.objects import (
     ObjectRef,
 )
 from tests.support.cluster import FULL_SPEC, Cluster, Operator, baseline, running_operator
+from tests.support.control_plane import (
+    ASSETS_ENV,
+    ControlPlane,
+    Credentials,
+    missing_binaries,
+)
 
 ENV = "BASELINE_E2E_KUBECONFIG"
 KUBECTL_ENV = "BASELINE_E2E_KUBECTL"
@@ -222,13 +237,21 @@ def in_thread(coroutine_function: Callable[[], Awaitable[T]]) -> T:
         return pool.submit(run).result()
 
 
+# The kubeconfig of the session's cluster (set by the `run` fixture).
+KUBECONFIG: list[str] = []
+
+
 def kubectl(*args: str) -> subprocess.CompletedProcess[str] | None:
     """Run kubectl (BASELINE_E2E_KUBECTL, else the one on PATH) against the e2e cluster;
     None when there is no kubectl."""
-    binary = os.environ.get(KUBECTL_ENV) or shutil.which("kubectl")
-    if not binary:
+    binary = (
+        os.environ.get(KUBECTL_ENV)
+        or shutil.which("kubectl", path=str(Path(sys.executable).parent))  # the test extra's
+        or shutil.which("kubectl")
+    )
+    if not binary or not KUBECONFIG:
         return None
-    environment = {**os.environ, "KUBECONFIG": os.environ[ENV]}
+    environment = {**os.environ, "KUBECONFIG": KUBECONFIG[0]}
     return subprocess.run(
         [binary, *args], capture_output=True, text=True, env=environment, timeout=60, check=False
     )
@@ -366,6 +389,9 @@ class Run:
     operator: k8s.Configuration  # the operator's ServiceAccount token
     operator_namespace: str
     foreign_baselines: dict[str, dict[str, Any]]  # baselines of others, by name
+    # A plain user in no group (when the session started its own control plane): tests
+    # grant it what a tenant holds, e.g. the built-in `admin` role in one namespace.
+    tenant: k8s.Configuration | None = None
     _scopes: int = 0
 
     def next_scope(self) -> str:
@@ -375,6 +401,8 @@ class Run:
 
 TIMINGS: list[tuple[str, float]] = []
 NOTES: list[str] = []
+# The API server's audit log (JSON lines), when the session started the control plane.
+AUDIT_LOG: list[Path] = []
 
 
 def record_timing(label: str, seconds: float) -> None:
@@ -539,18 +567,38 @@ async def _sweep(kube: KubeApi, prefix: str, wait: float) -> list[str]:
 
 
 NO_CLUSTER = (
-    f"{ENV} is not set: the e2e tests need a real cluster (a kubeconfig with "
-    "cluster-admin rights on a throwaway cluster)"
+    f"neither {ENV} nor {ASSETS_ENV} is set: the e2e tests need a real API server (a "
+    "kubeconfig with cluster-admin rights on a throwaway cluster, or a directory with the "
+    "etcd, kube-apiserver and kube-controller-manager binaries to start one)"
 )
 
 
 @pytest.fixture(scope="session")
-def run() -> Iterable[Run]:
+def cluster_access() -> Iterable[tuple[str, Credentials | None]]:
+    """The kubeconfig of the session's cluster, and a plain user's credentials (a user in
+    no group, for RBAC and tenant cases) when the session started the control plane."""
     path = os.environ.get(ENV)
-    if not path:
+    if path:
+        if not Path(path).is_file():
+            pytest.fail(f"{ENV}={path}: no such kubeconfig file")
+        yield path, None
+        return
+    assets = os.environ.get(ASSETS_ENV)
+    if not assets:
         pytest.skip(reason=NO_CLUSTER)
-    if not Path(path).is_file():
-        pytest.fail(f"{ENV}={path}: no such kubeconfig file")
+    missing = missing_binaries(Path(assets))
+    if missing:
+        pytest.fail(f"{ASSETS_ENV}={assets}: missing executable {', '.join(missing)}")
+    with ControlPlane(Path(assets), audit=True).start() as plane:
+        NOTES.append(f"a throwaway control plane from {ASSETS_ENV} at {plane.url}")
+        AUDIT_LOG[:] = [plane.audit_log] if plane.audit_log else []
+        yield str(plane.kubeconfig), plane.tenant
+
+
+@pytest.fixture(scope="session")
+def run(cluster_access: tuple[str, Credentials | None]) -> Iterable[Run]:
+    path, tenant = cluster_access
+    KUBECONFIG[:] = [path]
     admin = _admin_configuration(path)
     prefix = f"e2e-{secrets.token_hex(3)}"
     operator_namespace = f"{prefix}-operator"
@@ -580,7 +628,14 @@ def run() -> Iterable[Run]:
             f"reconciled too: {', '.join(sorted(foreign))}"
         )
     NOTES.append(f"run prefix {prefix}")
-    yield Run(prefix, admin, _token_configuration(admin, token), operator_namespace, foreign)
+    yield Run(
+        prefix,
+        admin,
+        _token_configuration(admin, token),
+        operator_namespace,
+        foreign,
+        _token_configuration(admin, tenant.token) if tenant else None,
+    )
     left = in_thread(lambda: _sweep_with_new_client(admin, prefix, wait=60))
     if left:
         NOTES.append("swept after the run: " + "; ".join(left))
