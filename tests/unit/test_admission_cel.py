@@ -247,12 +247,24 @@ def test_cel_and_the_checklist_agree_on_the_corpus(path: Path) -> None:
 _IMAGES = [
     "registry.example.com/team/web:1.0",
     "registry.example.com.evil.test/web:1.0",
+    "registry.example.com:5000/web:1.0",
+    "registry.example.com:5000evil/web:1.0",
     "mirror.test/registry.example.com/web:1.0",
     "ghcr.io/acme/tool@sha256:abc",
+    "ghcr.io/acme-evil/tool:1",
     "busybox",
+    "busy/box:1",
     None,
 ]
-_PREFIXES = ["registry.example.com/", "ghcr.io/acme/", "busy"]
+# allowedRegistries entries, with and without the trailing slash, with and without a port.
+_PREFIXES = [
+    "registry.example.com/",
+    "registry.example.com",
+    "registry.example.com:5000",
+    "ghcr.io/acme/",
+    "ghcr.io/acme",
+    "busy",
+]
 _optional_bool = st.sampled_from([None, False, True])
 
 
@@ -306,8 +318,17 @@ def _pod_templates(draw: st.DrawFn) -> dict[str, Any]:
             {
                 "runAsNonRoot": draw(_optional_bool),
                 "runAsUser": draw(st.sampled_from([None, 0, 1000])),
+                "seccompProfile": draw(
+                    st.sampled_from([None, {"type": "RuntimeDefault"}, {"type": "Unconfined"}])
+                ),
             }
         )
+    host_users = draw(_optional_bool)  # false: a user namespace
+    if host_users is not None:
+        spec["hostUsers"] = host_users
+    os_name = draw(st.sampled_from([None, "linux", "windows"]))
+    if os_name is not None:
+        spec["os"] = {"name": os_name}
     for host_field in ("hostNetwork", "hostPID", "hostIPC"):
         value = draw(_optional_bool)
         if value is not None:
@@ -375,6 +396,63 @@ def test_cel_and_the_checklist_agree_on_any_pod(
     )
 
 
+@pytest.mark.parametrize(
+    ("entry", "image", "allowed"),
+    [
+        ("registry.example.com", "registry.example.com/team/web:1", True),
+        ("registry.example.com", "registry.example.com.evil.test/x", False),
+        ("registry.example.com", "registry.example.com:5000evil/x", False),
+        ("registry.example.com", "registry.example.com:5000/x", False),
+        ("registry.example.com:5000", "registry.example.com:5000/x", True),
+        ("registry.example.com:5000", "registry.example.com:5000evil/x", False),
+        ("registry.example.com/", "registry.example.com.evil.test/x", False),
+        ("ghcr.io/acme", "ghcr.io/acme/tool:1", True),
+        ("ghcr.io/acme", "ghcr.io/acme-evil/tool:1", False),
+    ],
+)
+def test_registries_match_on_a_host_and_path_boundary(
+    entry: str, image: str, allowed: bool
+) -> None:
+    policy = WorkloadPolicy.of([entry], [])
+    pod = _pod()
+    pod["spec"]["containers"][0]["image"] = image
+    refused = "allowed-registries" in policy.refused_for(pod)
+    assert refused is not allowed
+    findings = check_object(pod, ChecklistConfig((entry,), ()))
+    assert ("allowed-registries" in {finding.check_id for finding in findings}) is refused
+    if refused:  # the message names the entry as the baseline wrote it
+        assert policy.messages_for(pod)["allowed-registries"] == (
+            f"container images must come from {entry}: app ({image})"
+        )
+
+
+@pytest.mark.parametrize(
+    ("spec", "refused"),
+    [
+        ({"securityContext": {"runAsNonRoot": False}}, True),
+        ({"securityContext": {"runAsUser": 0}}, True),
+        ({"securityContext": {"runAsNonRoot": False}, "hostUsers": False}, False),
+        ({"securityContext": {"runAsNonRoot": False}, "hostUsers": True}, True),
+        ({"securityContext": {}, "hostUsers": False}, False),
+        ({"securityContext": {}, "os": {"name": "windows"}}, True),  # not a Linux-only field
+    ],
+)
+def test_pod_level_root_refused_even_when_containers_override_unless_user_namespace(
+    spec: dict[str, Any], refused: bool
+) -> None:
+    pod = _pod(**spec)
+    pod["spec"]["containers"][0]["securityContext"] = {"runAsNonRoot": True, "runAsUser": 1000}
+    pod["spec"]["containers"].append({**pod["spec"]["containers"][0], "name": "side"})
+    if not spec["securityContext"]:
+        pod["spec"]["containers"][1] = {"name": "side", "image": "registry.example.com/x:1"}
+    messages = CORPUS_POLICY.messages_for(pod)
+    assert ("run-as-non-root" in messages) is refused
+    findings = {finding.check_id for finding in check_object(pod, CORPUS_CONFIG)}
+    assert ("run-as-non-root" in findings) is refused
+    if refused and spec["securityContext"]:
+        assert messages["run-as-non-root"].endswith(": pod")  # every container overrides it
+
+
 def _pod(**spec: Any) -> dict[str, Any]:
     container = {
         "name": "app",
@@ -419,7 +497,7 @@ def test_messages_name_what_breaks_the_rule() -> None:
         "required-labels": "pods and pod templates must carry the labels app: app",
         "resource-requests": "containers and init containers must request cpu and memory: setup",
         "run-as-non-root": "containers must run as non-root (runAsNonRoot: true, runAsUser not 0):"
-        " app, setup, debug",
+        " pod, app, setup, debug",  # the pod's own runAsUser: 0 is named too
     }
 
 

@@ -24,6 +24,7 @@ from baseline_operator.policy.checklist import (
     check_pod,
     image_tag_problem,
     pod_template_of,
+    registry_prefixes,
 )
 
 ROOT = Path(__file__).parents[2]
@@ -184,18 +185,57 @@ def test_allowed_registries_in_every_container_list(list_name: str) -> None:
     assert [(f.container, f.severity) for f in findings] == [("other", Severity.HIGH)]
 
 
-def test_allowed_registries_is_a_plain_prefix_test() -> None:
-    config = ChecklistConfig(allowed_registries=("registry.example.com/",))
-    for image, allowed in [
-        ("registry.example.com/team/web:1", True),
-        ("registry.example.com.attacker.test/web:1", False),
-        ("registry.example.com:5000/web:1", False),
-        ("REGISTRY.EXAMPLE.COM/web:1", False),
-        ("web:1", False),
-    ]:
-        spec = hardened_spec()
-        spec["containers"][0]["image"] = image
-        assert ("allowed-registries" not in ids(findings_for(spec, config))) is allowed, image
+@pytest.mark.parametrize(
+    ("entry", "image", "allowed"),
+    [
+        ("registry.example.com/", "registry.example.com/team/web:1", True),
+        ("registry.example.com/", "registry.example.com.attacker.test/web:1", False),
+        ("registry.example.com/", "registry.example.com:5000/web:1", False),
+        ("registry.example.com/", "REGISTRY.EXAMPLE.COM/web:1", False),
+        ("registry.example.com/", "web:1", False),
+        # Without a trailing slash: that host exactly, then '/'.
+        ("registry.example.com", "registry.example.com/team/web:1", True),
+        ("registry.example.com", "registry.example.com.evil.test/x", False),
+        ("registry.example.com", "registry.example.com:5000evil/x", False),
+        ("registry.example.com", "registry.example.com:5000/x", False),  # port not named
+        ("registry.example.com", "registry.example.com", False),
+        ("registry.example.com", "registry.example.comx/y", False),
+        # A port only when the entry names it.
+        ("registry.example.com:5000", "registry.example.com:5000/x:1", True),
+        ("registry.example.com:5000", "registry.example.com:50000/x:1", False),
+        ("registry.example.com:5000", "registry.example.com:5000evil/x", False),
+        ("registry.example.com:5000", "registry.example.com/x:1", False),
+        # Host and path: that path segment exactly.
+        ("ghcr.io/acme", "ghcr.io/acme/tool:1", True),
+        ("ghcr.io/acme", "ghcr.io/acme-evil/tool:1", False),
+        ("ghcr.io/acme", "ghcr.io/acme:1", False),
+        ("ghcr.io/acme/", "ghcr.io/acme/tool:1", True),
+        ("ghcr.io/acme/", "ghcr.io/acmetool:1", False),
+    ],
+)
+def test_allowed_registries_match_on_a_host_and_path_boundary(
+    entry: str, image: str, allowed: bool
+) -> None:
+    config = ChecklistConfig(allowed_registries=(entry,))
+    spec = hardened_spec()
+    spec["containers"][0]["image"] = image
+    assert ("allowed-registries" not in ids(findings_for(spec, config))) is allowed
+
+
+def test_registry_prefixes_add_the_boundary_to_entries_without_one() -> None:
+    entries = ("registry.example.com", "registry.example.com:5000", "ghcr.io/acme", "quay.io/")
+    assert registry_prefixes(entries) == (
+        "registry.example.com/",
+        "registry.example.com:5000/",
+        "ghcr.io/acme/",
+        "quay.io/",
+    )
+    config = ChecklistConfig(allowed_registries=entries)
+    assert config.image_prefixes == registry_prefixes(entries)
+    spec = hardened_spec()
+    spec["containers"][0]["image"] = "elsewhere.example.net/x:1"
+    (finding,) = findings_for(spec, config)
+    assert finding.message.endswith(f"({', '.join(entries)})")  # the entries as written
 
 
 def test_allowed_registries_is_off_without_prefixes() -> None:
@@ -250,33 +290,101 @@ def test_ephemeral_containers_need_no_resources() -> None:
 
 
 @pytest.mark.parametrize(
-    ("pod_context", "container_context", "runs_as_root"),
+    ("pod_context", "container_context", "reported"),
     [
-        ({"runAsNonRoot": True}, {}, False),
-        ({}, {"runAsNonRoot": True}, False),
-        ({}, {}, True),
-        ({"runAsNonRoot": False}, {}, True),
-        ({"runAsNonRoot": True}, {"runAsNonRoot": False}, True),  # the container's value wins
-        ({"runAsNonRoot": False}, {"runAsNonRoot": True}, False),
-        ({"runAsNonRoot": True, "runAsUser": 0}, {}, True),
-        ({"runAsNonRoot": True}, {"runAsUser": 0}, True),
-        ({"runAsNonRoot": True, "runAsUser": 0}, {"runAsUser": 1000}, False),
-        ({"runAsNonRoot": True, "runAsUser": 1000}, {"runAsUser": 0}, True),
-        ({"runAsNonRoot": "true"}, {}, True),  # a string is not true
-        ({"runAsNonRoot": True, "runAsUser": False}, {}, False),  # false is not uid 0
+        ({"runAsNonRoot": True}, {}, []),
+        ({}, {"runAsNonRoot": True}, []),
+        ({}, {}, ["app"]),
+        ({"runAsNonRoot": False}, {}, [None, "app"]),
+        ({"runAsNonRoot": True}, {"runAsNonRoot": False}, ["app"]),  # the container's value wins
+        # ...but a bad pod-level value is refused by restricted even when overridden.
+        ({"runAsNonRoot": False}, {"runAsNonRoot": True}, [None]),
+        ({"runAsNonRoot": True, "runAsUser": 0}, {}, [None, "app"]),
+        ({"runAsNonRoot": True}, {"runAsUser": 0}, ["app"]),
+        ({"runAsNonRoot": True, "runAsUser": 0}, {"runAsUser": 1000}, [None]),
+        ({"runAsNonRoot": True, "runAsUser": 1000}, {"runAsUser": 0}, ["app"]),
+        ({"runAsNonRoot": "true"}, {}, ["app"]),  # a string is not true (nor explicitly false)
+        ({"runAsNonRoot": True, "runAsUser": False}, {}, []),  # false is not uid 0
     ],
 )
 def test_run_as_non_root_precedence(
-    pod_context: dict[str, Any], container_context: dict[str, Any], runs_as_root: bool
+    pod_context: dict[str, Any], container_context: dict[str, Any], reported: list[str | None]
 ) -> None:
+    """Findings per container (effective values), and one for the pod (None) when its own
+    securityContext says runAsNonRoot: false or runAsUser: 0."""
     spec = hardened_spec()
     spec["securityContext"] = {"seccompProfile": {"type": "RuntimeDefault"}, **pod_context}
     spec["containers"][0]["securityContext"].update(container_context)
     findings = findings_for(spec)
-    assert ("run-as-non-root" in ids(findings)) is runs_as_root
-    if runs_as_root:
-        assert findings[0].severity is Severity.HIGH
-        assert findings[0].container == "app"
+    assert set(ids(findings)) <= {"run-as-non-root"}
+    assert [finding.container for finding in findings] == reported
+    assert all(finding.severity is Severity.HIGH for finding in findings)
+
+
+def test_a_bad_pod_level_value_is_reported_when_every_container_overrides_it() -> None:
+    spec = hardened_spec()
+    spec["securityContext"] = {
+        "runAsNonRoot": False,
+        "runAsUser": 0,
+        "seccompProfile": {"type": "Unconfined"},
+    }
+    spec["containers"].append(hardened_container("side"))
+    for container in spec["containers"]:
+        container["securityContext"].update(
+            runAsNonRoot=True, runAsUser=1000, seccompProfile={"type": "RuntimeDefault"}
+        )
+    findings = findings_for(spec)
+    assert [(f.check_id, f.container) for f in findings] == [
+        ("run-as-non-root", None),
+        ("seccomp-profile", None),
+    ]
+    assert findings[0].message == (
+        "the pod's securityContext sets runAsNonRoot: false and runAsUser: 0"
+    )
+    assert findings[1].message == (
+        "the pod's seccomp profile is type Unconfined, not RuntimeDefault or Localhost"
+    )
+
+
+@pytest.mark.parametrize("host_users", [False, True, None, "false"])
+def test_user_namespaces_relax_run_as_non_root(host_users: Any) -> None:
+    """hostUsers: false (a user namespace) skips runAsNonRoot and runAsUser, as Pod Security
+    policy 1.35+ does; nothing else is relaxed."""
+    spec = {
+        "securityContext": {"runAsNonRoot": False, "runAsUser": 0},
+        "containers": [{"name": "app", "image": IMAGE, "securityContext": {"runAsUser": 0}}],
+    }
+    if host_users is not None:
+        spec["hostUsers"] = host_users
+    checks = set(ids(findings_for(spec)))
+    assert ("run-as-non-root" in checks) is (host_users is not False)
+    assert {"privilege-escalation", "capabilities", "seccomp-profile"} <= checks
+
+
+LINUX_ONLY = {
+    "privilege-escalation",
+    "capabilities",
+    "read-only-root-filesystem",
+    "seccomp-profile",
+}
+
+
+@pytest.mark.parametrize("os_name", ["windows", "linux", None, "Windows"])
+def test_windows_pods_are_exempt_from_linux_only_fields(os_name: str | None) -> None:
+    """The API server forbids a Windows pod to set these fields, and Pod Security exempts
+    it (policy 1.25+): no finding; every other check still runs."""
+    spec: dict[str, Any] = {
+        "containers": [{"name": "app", "image": "mcr.microsoft.com/windows/nanoserver"}],
+        "initContainers": [{"name": "init", "image": IMAGE}],
+        "securityContext": {"seccompProfile": {"type": "Unconfined"}},
+        "hostNetwork": True,
+    }
+    if os_name is not None:
+        spec["os"] = {"name": os_name}
+    checks = set(ids(findings_for(spec)))
+    exempt = os_name == "windows"  # the API's value is lower case; anything else is Linux
+    assert checks.isdisjoint(LINUX_ONLY) is exempt
+    assert {"run-as-non-root", "host-namespaces", "image-tag", "resource-limits"} <= checks
 
 
 @pytest.mark.parametrize("list_name", ["initContainers", "ephemeralContainers"])
@@ -336,7 +444,10 @@ def test_read_only_root_filesystem(value: Any, reported: bool) -> None:
         (None, None, True),
         ({"type": "Unconfined"}, None, True),
         ({"type": "RuntimeDefault"}, {"type": "Unconfined"}, True),  # the container's wins
-        ({"type": "Unconfined"}, {"type": "RuntimeDefault"}, False),
+        # A bad pod-level profile is refused by restricted even when overridden.
+        ({"type": "Unconfined"}, {"type": "RuntimeDefault"}, True),
+        ({}, {"type": "RuntimeDefault"}, True),  # a pod-level profile without a type
+        ("Unconfined", {"type": "RuntimeDefault"}, False),  # malformed: read as absent
     ],
 )
 def test_seccomp_profile_precedence(
@@ -348,7 +459,7 @@ def test_seccomp_profile_precedence(
         spec["securityContext"]["seccompProfile"] = pod_profile
     if container_profile is not None:
         spec["containers"][0]["securityContext"]["seccompProfile"] = container_profile
-    assert ids(findings_for(spec)) == (["seccomp-profile"] if reported else [])
+    assert set(ids(findings_for(spec))) == ({"seccomp-profile"} if reported else set())
 
 
 def test_host_port() -> None:

@@ -31,6 +31,7 @@ from typing import Any
 
 from baseline_operator.api.resource import SecurityBaseline
 from baseline_operator.api.spec import AdmissionSection
+from baseline_operator.policy.checklist import registry_prefixes
 from baseline_operator.policy.names import (
     BASELINE_KEY,
     FIELD_MANAGER,
@@ -186,6 +187,14 @@ def _effective(field: str, test: str) -> str:
 
 
 _HOST_NAMESPACE_FIELDS = ("hostNetwork", "hostPID", "hostIPC")
+# As Pod Security does: a pod-level runAsNonRoot: false or runAsUser: 0 is refused even when
+# every container overrides it, and a pod in a user namespace (hostUsers: false) is exempt
+# from both (policy version 1.35 and later).
+_POD_RUNS_AS_ROOT = (
+    "((has(variables.podSecurity.runAsNonRoot) && variables.podSecurity.runAsNonRoot == false)"
+    " || (has(variables.podSecurity.runAsUser) && variables.podSecurity.runAsUser == 0))"
+)
+_USER_NAMESPACE = "(has(variables.podSpec.hostUsers) && variables.podSpec.hostUsers == false)"
 
 
 def workload_rules(admission: AdmissionSection) -> list[WorkloadRule]:
@@ -227,13 +236,14 @@ def workload_rules(admission: AdmissionSection) -> list[WorkloadRule]:
             )
         )
     if admission.allowed_registries:
-        prefixes = list(admission.allowed_registries)
+        # Entries match on a host (and path) boundary, exactly as the checklist reads them.
+        prefixes = list(registry_prefixes(admission.allowed_registries))
         untrusted = f"!has(c.image) || !{_cel(prefixes)}.exists(p, c.image.startsWith(p))"
         rules.append(
             _rule(
                 "allowed-registries",
                 "Forbidden",
-                f"container images must come from {', '.join(prefixes)}",
+                f"container images must come from {', '.join(admission.allowed_registries)}",
                 f"variables.allContainers.filter(c, {untrusted})"
                 ".map(c, c.name + ' (' + (has(c.image) ? c.image : '') + ')')",
                 f"!variables.allContainers.exists(c, {untrusted})",
@@ -263,13 +273,16 @@ def workload_rules(admission: AdmissionSection) -> list[WorkloadRule]:
             )
         )
     if admission.require_run_as_non_root:
+        bad = f"!{_effective('runAsNonRoot', '== true')} || {_effective('runAsUser', '== 0')}"
         rules.append(
-            _container_rule(
+            _rule(
                 "run-as-non-root",
                 "Forbidden",
                 "containers must run as non-root (runAsNonRoot: true, runAsUser not 0)",
-                "variables.allContainers",
-                f"!{_effective('runAsNonRoot', '== true')} || {_effective('runAsUser', '== 0')}",
+                f"({_POD_RUNS_AS_ROOT} ? ['pod'] : [])"
+                f" + variables.allContainers.filter(c, {bad}).map(c, c.name)",
+                f"{_USER_NAMESPACE} || (!{_POD_RUNS_AS_ROOT}"
+                f" && !variables.allContainers.exists(c, {bad}))",
             )
         )
     return rules

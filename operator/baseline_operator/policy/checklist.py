@@ -12,9 +12,10 @@ malformed field reads as absent rather than raising.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -72,12 +73,30 @@ class Finding:
     remediation: str
 
 
+def registry_prefixes(entries: Iterable[str]) -> tuple[str, ...]:
+    """The image prefixes that `allowedRegistries` entries stand for, matched on a boundary.
+
+    An entry that ends with `/` is a prefix as written. Any other entry names a host (with
+    its port, if it names one) or a host and path exactly, and stands for itself followed by
+    `/`: `registry.example.com` admits `registry.example.com/x`, but neither
+    `registry.example.com.evil.test/x`, `registry.example.com:5000/x` nor
+    `registry.example.com:5000evil/x`; `ghcr.io/acme` admits `ghcr.io/acme/x`, not
+    `ghcr.io/acme-evil/x`. The admission CEL tests the same prefixes.
+    """
+    return tuple(entry if entry.endswith("/") else f"{entry}/" for entry in entries)
+
+
 @dataclass(frozen=True)
 class ChecklistConfig:
     """The parts of the checklist a baseline configures; the rest is fixed."""
 
-    allowed_registries: tuple[str, ...] = ()  # image prefixes; empty allows any registry
+    allowed_registries: tuple[str, ...] = ()  # allowedRegistries entries; empty allows any
     required_labels: tuple[str, ...] = ()
+
+    @cached_property
+    def image_prefixes(self) -> tuple[str, ...]:
+        """What an image must start with: see registry_prefixes."""
+        return registry_prefixes(self.allowed_registries)
 
     @classmethod
     def from_baseline(cls, baseline: SecurityBaseline | None) -> ChecklistConfig:
@@ -131,7 +150,7 @@ _CHECK_LIST: tuple[Check, ...] = (
         "allowed-registries",
         "UntrustedRegistry",
         Severity.HIGH,
-        "A container image does not come from an allowed registry prefix.",
+        "A container image does not come from an allowed registry (host, or host and path).",
         "Pull the image from one of the baseline's allowedRegistries (mirror it there first).",
     ),
     Check(
@@ -250,6 +269,11 @@ _CONTAINER_WORDS = {
     "ephemeralContainers": "ephemeral container",
 }
 _ALLOWED_ADDED_CAPABILITIES = frozenset({"NET_BIND_SERVICE"})
+# Checks of Linux-only securityContext fields, which the API server forbids a Windows pod
+# (spec.os.name: windows) to set; Pod Security exempts such pods from them, and so do we.
+_LINUX_ONLY_CHECKS = frozenset(
+    {"privilege-escalation", "capabilities", "read-only-root-filesystem", "seccomp-profile"}
+)
 _ALLOWED_SECCOMP_TYPES = frozenset({"RuntimeDefault", "Localhost"})
 
 _EMPTY: Mapping[str, Any] = {}
@@ -319,6 +343,8 @@ class _Pod:
     security: Mapping[str, Any]  # the pod-level securityContext
     containers: list[_Container]
     config: ChecklistConfig
+    windows: bool  # spec.os.name: windows
+    user_namespace: bool  # spec.hostUsers: false
 
     def effective(self, container: _Container, field: str) -> Any:
         """A securityContext field as the kubelet reads it: the container's, else the pod's."""
@@ -357,16 +383,17 @@ def _check_host_path(pod: _Pod) -> Iterator[Finding]:
 
 
 def _check_allowed_registries(pod: _Pod) -> Iterator[Finding]:
-    prefixes = pod.config.allowed_registries
-    if not prefixes:
+    entries = pod.config.allowed_registries
+    if not entries:
         return
+    prefixes = pod.config.image_prefixes
     for container in pod.containers:
         if not container.image.startswith(prefixes):
             yield _finding(
                 "allowed-registries",
                 container,
                 f"{container.label} image {container.image!r} is not from an allowed registry"
-                f" ({', '.join(prefixes)})",
+                f" ({', '.join(entries)})",
             )
 
 
@@ -395,6 +422,22 @@ def _is_uid_zero(value: Any) -> bool:
 
 
 def _check_run_as_non_root(pod: _Pod) -> Iterator[Finding]:
+    if pod.user_namespace:
+        # Root in a user namespace is not root on the node: Pod Security (policy 1.35+)
+        # skips its runAsNonRoot and runAsUser checks for such pods.
+        return
+    # A bad pod-level value is refused by Pod Security even when every container overrides it.
+    pod_reasons = []
+    if pod.security.get("runAsNonRoot") is False:
+        pod_reasons.append("runAsNonRoot: false")
+    if _is_uid_zero(pod.security.get("runAsUser")):
+        pod_reasons.append("runAsUser: 0")
+    if pod_reasons:
+        yield _finding(
+            "run-as-non-root",
+            None,
+            f"the pod's securityContext sets {' and '.join(pod_reasons)}",
+        )
     for container in pod.containers:
         reasons = []
         if pod.effective(container, "runAsNonRoot") is not True:
@@ -447,6 +490,17 @@ def _check_read_only_root_filesystem(pod: _Pod) -> Iterator[Finding]:
 
 
 def _check_seccomp_profile(pod: _Pod) -> Iterator[Finding]:
+    pod_profile = pod.security.get("seccompProfile")
+    if isinstance(pod_profile, Mapping):
+        # Refused by Pod Security even when every container sets a profile of its own.
+        profile_type = pod_profile.get("type")
+        if profile_type not in _ALLOWED_SECCOMP_TYPES:
+            shown = f"type {profile_type}" if isinstance(profile_type, str) else "without a type"
+            yield _finding(
+                "seccomp-profile",
+                None,
+                f"the pod's seccomp profile is {shown}, not RuntimeDefault or Localhost",
+            )
     for container in pod.containers:
         profile_type = _mapping(pod.effective(container, "seccompProfile")).get("type")
         if profile_type not in _ALLOWED_SECCOMP_TYPES:
@@ -523,20 +577,27 @@ _CHECK_FUNCTIONS: Mapping[str, Callable[[_Pod], Iterator[Finding]]] = {
     "image-tag": _check_image_tag,
 }
 assert tuple(_CHECK_FUNCTIONS) == CHECK_IDS
+_WINDOWS_CHECK_FUNCTIONS = tuple(
+    check for check_id, check in _CHECK_FUNCTIONS.items() if check_id not in _LINUX_ONLY_CHECKS
+)
 
 
 def check_pod(
     metadata: Mapping[str, Any], spec: Mapping[str, Any], config: ChecklistConfig
 ) -> list[Finding]:
     """Every checklist finding for one pod spec, in check order, then container order."""
+    windows = _mapping(spec.get("os")).get("name") == "windows"
     pod = _Pod(
         labels=_mapping(metadata.get("labels")),
         spec=spec,
         security=_mapping(spec.get("securityContext")),
         containers=_containers(spec),
         config=config,
+        windows=windows,
+        user_namespace=spec.get("hostUsers") is False,
     )
-    return [finding for check in _CHECK_FUNCTIONS.values() for finding in check(pod)]
+    checks = _WINDOWS_CHECK_FUNCTIONS if windows else _CHECK_FUNCTIONS.values()
+    return [finding for check in checks for finding in check(pod)]
 
 
 def check_object(obj: Mapping[str, Any], config: ChecklistConfig) -> list[Finding]:
