@@ -95,3 +95,18 @@ def test_api_reference_is_generated_from_the_schema() -> None:
         "docs/api.md is stale: python -m baseline_operator.api.reference > docs/api.md"
     )
     assert "`spec.networkPolicy.ingress[].ports[].port`" in reference
+
+
+def test_every_spec_list_map_and_string_is_bounded_and_says_so() -> None:
+    # Issue 8, item 5: every input a CEL rule can reach is bounded, and `kubectl explain`
+    # shows the cap in the description (a user meets it before the server's cost check).
+    spec = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    for path, node in _walk(spec, "spec"):
+        if node.get("type") == "string" and "enum" not in node:
+            assert "maxLength" in node, path
+        if node.get("x-kubernetes-int-or-string"):
+            assert "maxLength" in node, path
+        caps = {"maxItems": "items", "maxProperties": "entries"}
+        for key, word in caps.items():
+            if key in node and node.get("description"):
+                assert f"{node[key]} {word}" in node["description"], path

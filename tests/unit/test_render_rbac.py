@@ -33,9 +33,9 @@ def test_service_account_with_rules_gets_its_role_and_binding() -> None:
                     {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list"]},
                     {
                         "apiGroups": [""],
-                        "resources": ["secrets"],
+                        "resources": ["configmaps"],
                         "verbs": ["get"],
-                        "resourceNames": ["app-token"],
+                        "resourceNames": ["app-config"],
                     },
                 ],
             }
@@ -59,9 +59,9 @@ def test_service_account_with_rules_gets_its_role_and_binding() -> None:
                 {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list"]},
                 {
                     "apiGroups": [""],
-                    "resources": ["secrets"],
+                    "resources": ["configmaps"],
                     "verbs": ["get"],
-                    "resourceNames": ["app-token"],
+                    "resourceNames": ["app-config"],
                 },
             ],
         },

@@ -115,6 +115,29 @@ def to_structural(node: Schema, definitions: dict[str, Schema]) -> Schema:
     return result
 
 
+def document_caps(node: Schema) -> Schema:
+    """Say every list's, map's and string's cap in its description, where `kubectl explain`
+    shows it: the caps keep the cost of the CEL rules bounded, and a user meets them."""
+    description = node.get("description")
+    caps = []
+    if "maxItems" in node:
+        caps.append(f"at most {node['maxItems']} items")
+    if "maxProperties" in node:
+        caps.append(f"at most {node['maxProperties']} entries")
+    if "maxLength" in node and node.get("type") == "string" and "enum" not in node:
+        caps.append(f"at most {node['maxLength']} characters")
+    if description and caps and "at most" not in description.lower():
+        text = ", ".join(caps)
+        node["description"] = f"{description.rstrip().rstrip('.')}. {text[0].upper()}{text[1:]}."
+    for child in node.get("properties", {}).values():
+        document_caps(child)
+    if isinstance(node.get("items"), dict):
+        document_caps(node["items"])
+    if isinstance(node.get("additionalProperties"), dict):
+        document_caps(node["additionalProperties"])
+    return node
+
+
 def _resolve(node: Schema, definitions: dict[str, Schema]) -> Schema:
     """Inline `$ref` (and pydantic's allOf-of-one-ref) keeping the referring node's keys."""
     node = dict(node)
@@ -145,7 +168,7 @@ def _key_rule(key_schema: Schema) -> dict[str, str]:
 
 def build_crd() -> Schema:
     """The complete apiextensions.k8s.io/v1 CustomResourceDefinition."""
-    spec_schema = model_schema(SecurityBaselineSpec)
+    spec_schema = document_caps(model_schema(SecurityBaselineSpec))
     spec_schema["description"] = (
         "The security posture every selected namespace must hold. Sections that are"
         " omitted are not managed."

@@ -16,6 +16,7 @@ from enum import StrEnum
 from typing import Annotated
 
 from pydantic import ConfigDict, Field, StrictBool, StrictInt, StringConstraints, model_validator
+from pydantic.config import JsonDict
 
 from baseline_operator.api.base import ApiModel, cel
 from baseline_operator.api.fields import (
@@ -371,7 +372,113 @@ ResourceName = Annotated[
 Verb = Annotated[str, StringConstraints(pattern=r"^(\*|[a-z]+)$", min_length=1, max_length=63)]
 
 
+class GrantRisk(StrEnum):
+    """A grant above the ceiling of what a baseline may hand out without saying so."""
+
+    # Each is a way a ServiceAccount's Role would let whoever can use the account (anyone
+    # with `edit` in the namespace can run a pod as it) reach beyond the namespace's own
+    # workloads. A rule that makes one is refused unless it lists it in acknowledgeRisks.
+    WILDCARD = "Wildcard"  # "*" in apiGroups, resources (or a subresource) or verbs
+    SECRETS = "Secrets"  # any grant on secrets
+    SERVICE_ACCOUNT_TOKENS = "ServiceAccountTokens"  # serviceaccounts/token: mint tokens
+    POD_EXEC = "PodExec"  # pods/exec, pods/attach, pods/portforward: run in others' pods
+    ESCALATE = "Escalate"  # the escalate verb
+    BIND = "Bind"  # the bind verb
+    IMPERSONATE = "Impersonate"  # the impersonate verb
+    RBAC_WRITE = "RBACWrite"  # any verb but get/list/watch in rbac.authorization.k8s.io
+
+
+RBAC_API_GROUP = "rbac.authorization.k8s.io"
+READ_VERBS = ("get", "list", "watch")
+POD_EXEC_RESOURCES = ("pods/exec", "pods/attach", "pods/portforward")
+
+
+def _cel_list(values: tuple[str, ...]) -> str:
+    return "[" + ", ".join(f"'{value}'" for value in values) + "]"
+
+
+# The ceiling, once for the models (a test of the values) and once as CEL (the CRD's copy).
+# Both read the same lists; tests/unit/test_rbac_ceiling.py proves the two agree, and that
+# the admission policy installed with the operator (manifests/base) holds the same ceiling.
+def rule_risks(api_groups: list[str], resources: list[str], verbs: list[str]) -> list[GrantRisk]:
+    """The risks a Role rule takes, in GrantRisk order ([] when under the ceiling)."""
+    found: list[GrantRisk] = []
+    if (
+        "*" in api_groups
+        or "*" in verbs
+        or any(r == "*" or r.startswith("*/") or r.endswith("/*") for r in resources)
+    ):
+        found.append(GrantRisk.WILDCARD)
+    if any(r == "secrets" or r.startswith("secrets/") for r in resources):
+        found.append(GrantRisk.SECRETS)
+    if "serviceaccounts/token" in resources:
+        found.append(GrantRisk.SERVICE_ACCOUNT_TOKENS)
+    if any(r in POD_EXEC_RESOURCES for r in resources):
+        found.append(GrantRisk.POD_EXEC)
+    for verb, risk in (
+        ("escalate", GrantRisk.ESCALATE),
+        ("bind", GrantRisk.BIND),
+        ("impersonate", GrantRisk.IMPERSONATE),
+    ):
+        if verb in verbs:
+            found.append(risk)
+    if RBAC_API_GROUP in api_groups and any(v not in READ_VERBS for v in verbs):
+        found.append(GrantRisk.RBAC_WRITE)
+    return found
+
+
+def risk_cel(groups: str, resources: str, verbs: str) -> dict[GrantRisk, str]:
+    """The same tests in CEL, each true when the rule takes the risk, over three CEL
+    expressions that give the rule's apiGroups, resources and verbs as lists."""
+    return {
+        GrantRisk.WILDCARD: (
+            f"{groups}.exists(g, g == '*') || {verbs}.exists(v, v == '*')"
+            f" || {resources}.exists(x, x == '*' || x.startsWith('*/') || x.endsWith('/*'))"
+        ),
+        GrantRisk.SECRETS: f"{resources}.exists(x, x == 'secrets' || x.startsWith('secrets/'))",
+        GrantRisk.SERVICE_ACCOUNT_TOKENS: f"{resources}.exists(x, x == 'serviceaccounts/token')",
+        GrantRisk.POD_EXEC: f"{resources}.exists(x, x in {_cel_list(POD_EXEC_RESOURCES)})",
+        GrantRisk.ESCALATE: f"{verbs}.exists(v, v == 'escalate')",
+        GrantRisk.BIND: f"{verbs}.exists(v, v == 'bind')",
+        GrantRisk.IMPERSONATE: f"{verbs}.exists(v, v == 'impersonate')",
+        GrantRisk.RBAC_WRITE: (
+            f"{groups}.exists(g, g == '{RBAC_API_GROUP}')"
+            f" && {verbs}.exists(v, !(v in {_cel_list(READ_VERBS)}))"
+        ),
+    }
+
+
+_SPEC_RISK_CEL = risk_cel("self.apiGroups", "self.resources", "self.verbs")
+
+_RISK_WORDS: dict[GrantRisk, str] = {
+    GrantRisk.WILDCARD: "a wildcard (*) in apiGroups, resources or verbs",
+    GrantRisk.SECRETS: "access to secrets",
+    GrantRisk.SERVICE_ACCOUNT_TOKENS: "serviceaccounts/token (minting tokens)",
+    GrantRisk.POD_EXEC: "pods/exec, pods/attach or pods/portforward",
+    GrantRisk.ESCALATE: "the escalate verb",
+    GrantRisk.BIND: "the bind verb",
+    GrantRisk.IMPERSONATE: "the impersonate verb",
+    GrantRisk.RBAC_WRITE: "writes to rbac.authorization.k8s.io objects",
+}
+
+
+def risk_message(risk: GrantRisk) -> str:
+    return (
+        f"the rule grants {_RISK_WORDS[risk]}, above what a baseline may grant;"
+        f" list {risk.value} in acknowledgeRisks to allow it deliberately"
+    )
+
+
+def _ceiling_rule(risk: GrantRisk) -> JsonDict:
+    acknowledged = f"(has(self.acknowledgeRisks) && '{risk.value}' in self.acknowledgeRisks)"
+    return cel(f"!({_SPEC_RISK_CEL[risk]}) || {acknowledged}", risk_message(risk))
+
+
 class PolicyRule(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra={"x-kubernetes-validations": [_ceiling_rule(risk) for risk in GrantRisk]}
+    )
+
     api_groups: list[ApiGroup] = Field(
         min_length=1,
         max_length=32,
@@ -390,6 +497,28 @@ class PolicyRule(ApiModel):
         max_length=64,
         description="Restricts the rule to these object names; empty means all.",
     )
+    acknowledge_risks: list[GrantRisk] = Field(
+        default_factory=list,
+        max_length=8,
+        description=(
+            "Grants above the ceiling this rule makes on purpose. Without an entry here, a"
+            " rule is refused that grants a wildcard (Wildcard), access to secrets (Secrets),"
+            " serviceaccounts/token (ServiceAccountTokens), pods/exec, attach or portforward"
+            " (PodExec), the escalate, bind or impersonate verbs (Escalate, Bind,"
+            " Impersonate) or any write in rbac.authorization.k8s.io (RBACWrite). The"
+            " operator's own admission policy refuses such Roles whatever this says, until"
+            " the cluster's administrators widen it (see docs/security.md)."
+        ),
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+
+    @model_validator(mode="after")
+    def _under_the_ceiling(self) -> PolicyRule:
+        _refuse_duplicates("acknowledgeRisks", [str(risk) for risk in self.acknowledge_risks])
+        for risk in rule_risks(list(self.api_groups), list(self.resources), list(self.verbs)):
+            if risk not in self.acknowledge_risks:
+                raise ValueError(risk_message(risk))
+        return self
 
 
 class ServiceAccountSpec(ApiModel):
@@ -692,7 +821,13 @@ class AdmissionSection(ApiModel):
         default_factory=list,
         max_length=32,
         description=(
-            "Image prefixes containers may come from, e.g. registry.example.com/; empty allows any."
+            "Registries container images may come from; empty allows any. Each entry is"
+            " matched on a host (and path) boundary: registry.example.com admits"
+            " registry.example.com/... only (not registry.example.com.evil.test/... nor"
+            " registry.example.com:5000/...); a port is admitted only when the entry names it"
+            " (registry.example.com:5000); ghcr.io/acme admits ghcr.io/acme/... only. An entry"
+            " ending with / is a prefix as written. Images are compared as written: busybox is"
+            " not docker.io/library/busybox."
         ),
         json_schema_extra={"x-kubernetes-list-type": "set"},
     )
@@ -873,6 +1008,7 @@ __all__ = [
     "EgressRule",
     "ExternalSecretData",
     "ExternalSecretSpec",
+    "GrantRisk",
     "IPBlock",
     "IngressRule",
     "LabelSelector",
