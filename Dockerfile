@@ -18,11 +18,16 @@ ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY operator ./operator
-# Not editable: the package is copied into the virtualenv, and pip compiles its bytecode
-# here, since nothing can be written at runtime.
+# Not editable and without extras (no `demo`, no `test`): the package is copied into the
+# virtualenv with its runtime dependencies only, and pip compiles its bytecode here, since
+# nothing can be written at runtime. tests/unit/test_runtime_install.py installs it the same
+# way and runs the CLI as an unprivileged user; .ci/hadolint lints this file.
 RUN pip install --no-cache-dir .
 
 FROM ${PYTHON_IMAGE}
+LABEL org.opencontainers.image.title="baseline-operator" \
+      org.opencontainers.image.description="Makes every selected namespace converge on a declared security posture" \
+      org.opencontainers.image.licenses="Apache-2.0"
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

@@ -28,6 +28,9 @@ from baseline_operator.offline.baselines import (
 )
 from baseline_operator.policy.names import OPERATOR_NAMESPACE
 
+# What only `demo` imports: the `demo` extra of the distribution.
+DEMO_MODULES = frozenset({"kmock", "jsonpatch", "attrs"})
+
 
 def _fail(message: str, code: int = 2) -> NoReturn:
     click.echo(f"error: {message}", err=True)
@@ -209,7 +212,17 @@ def run(
 )
 def demo(namespaces: int) -> None:
     """Show the operator converging namespaces, against an in-process API emulator."""
-    from baseline_operator.demo.run import run_demo  # noqa: PLC0415
+    try:
+        from baseline_operator.demo.run import run_demo  # noqa: PLC0415
+    except ModuleNotFoundError as exc:
+        # The emulator is the `demo` extra, not a runtime dependency (the image lacks it).
+        if (exc.name or "").partition(".")[0] not in DEMO_MODULES:
+            raise
+        _fail(
+            f"the demo needs the in-process API emulator ({exc.name} is not installed);"
+            " install the demo extra: pip install 'baseline-operator[demo]'"
+            " (from a checkout: pip install -e '.[demo]')"
+        )
 
     sys.exit(run_demo(namespaces))
 
