@@ -166,6 +166,27 @@ def _key_rule(key_schema: Schema) -> dict[str, str]:
     }
 
 
+def printer_columns() -> list[Schema]:
+    """What `kubectl get sbl` shows; `priority: 1` columns only with `-o wide`."""
+    ready = '.status.conditions[?(@.type=="Ready")]'
+    wide = {"priority": 1}
+    return [
+        {"name": "Mode", "type": "string", "jsonPath": ".spec.mode"},
+        {"name": "Priority", "type": "integer", "jsonPath": ".spec.priority", **wide},
+        {"name": "Selected", "type": "integer", "jsonPath": ".status.namespaces.selected"},
+        {"name": "Compliant", "type": "integer", "jsonPath": ".status.namespaces.compliant"},
+        {
+            "name": "Conflicted",
+            "type": "integer",
+            "jsonPath": ".status.namespaces.conflicted",
+            **wide,
+        },
+        {"name": "Ready", "type": "string", "jsonPath": f"{ready}.status"},
+        {"name": "Reason", "type": "string", "jsonPath": f"{ready}.reason", **wide},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ]
+
+
 def build_crd() -> Schema:
     """The complete apiextensions.k8s.io/v1 CustomResourceDefinition."""
     spec_schema = document_caps(model_schema(SecurityBaselineSpec))
@@ -203,7 +224,6 @@ def build_crd() -> Schema:
             },
         ],
     }
-    ready = '.status.conditions[?(@.type=="Ready")].status'
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -228,21 +248,7 @@ def build_crd() -> Schema:
                     "served": True,
                     "storage": True,
                     "subresources": {"status": {}},
-                    "additionalPrinterColumns": [
-                        {"name": "Mode", "type": "string", "jsonPath": ".spec.mode"},
-                        {
-                            "name": "Selected",
-                            "type": "integer",
-                            "jsonPath": ".status.namespaces.selected",
-                        },
-                        {
-                            "name": "Compliant",
-                            "type": "integer",
-                            "jsonPath": ".status.namespaces.compliant",
-                        },
-                        {"name": "Ready", "type": "string", "jsonPath": ready},
-                        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-                    ],
+                    "additionalPrinterColumns": printer_columns(),
                     "schema": {"openAPIV3Schema": root},
                 }
             ],
@@ -250,4 +256,4 @@ def build_crd() -> Schema:
     }
 
 
-__all__ = ["API_VERSION", "build_crd", "model_schema", "to_structural"]
+__all__ = ["API_VERSION", "build_crd", "model_schema", "printer_columns", "to_structural"]
