@@ -144,7 +144,7 @@ CASES: dict[str, Case] = {
     "drifted": Case(
         enforce(shop=ok(), web=Outcome(Result.DRIFTED, 2, "Drifted", "NetworkPolicy edited")),
         "Progressing",
-        "do not hold the posture",
+        "1 of 2 namespaces does not hold the posture",
     ),
     "apply-failed": Case(
         enforce(

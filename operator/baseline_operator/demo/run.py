@@ -56,6 +56,11 @@ _SHAPES: list[tuple[str, dict[str, str]]] = [
 ]
 
 
+def counted(number: int, singular: str, plural: str | None = None) -> str:
+    """'1 namespace carries', '2 namespaces carry': the number with the words that agree."""
+    return f"{number} {singular if number == 1 else (plural or singular + 's')}"
+
+
 def demo_namespaces(count: int) -> list[tuple[str, dict[str, str]]]:
     chosen = list(_SHAPES[:count])
     for index in range(len(chosen), count):
@@ -119,7 +124,10 @@ async def demo(count: int, out: TextIO) -> int:
         names = [body["metadata"]["name"] for body in baselines]
 
         say("baseline-operator demo: the real operator loop against an in-process API emulator")
-        say(f"  {len(namespaces)} namespaces, {len(names)} SecurityBaselines: {', '.join(names)}")
+        say(
+            f"  {counted(len(namespaces), 'namespace')},"
+            f" {counted(len(names), 'SecurityBaseline')}: {', '.join(names)}"
+        )
         if foreign:
             say(f"  already there, made by someone else: NetworkPolicy {foreign}/{TAKEN_NAME}")
         say()
@@ -232,7 +240,8 @@ class Progress:
             if any(key.startswith(APPLIED_PREFIX) for key in item["metadata"].get("labels", {}))
         )
         line = (
-            f"{labelled} namespaces carry a baseline; {reported}/{len(self.names)} baselines report"
+            f"{counted(labelled, 'namespace carries', 'namespaces carry')} a baseline;"
+            f" {reported}/{len(self.names)} baselines report"
         )
         if line != self.last:
             self.last = line
@@ -388,8 +397,9 @@ async def _show_baselines(kube: KubeApi, names: list[str], say: Callable[[str], 
         if "workloads" in status:
             counts = status["workloads"]
             say(
-                f"  Workloads: {counts['pods']} pods checked, {counts['nonCompliantPods']} fail"
-                f" hardening checks ({counts['findings']} findings)"
+                f"  Workloads: {counted(counts['pods'], 'pod')} checked,"
+                f" {counted(counts['nonCompliantPods'], 'fails', 'fail')} hardening checks"
+                f" ({counted(counts['findings'], 'finding')})"
             )
             for item in status.get("nonCompliantWorkloads", []):
                 say(f"    {item['namespace']}/{item['pod']}: {', '.join(item['checks'])}")

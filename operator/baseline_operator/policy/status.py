@@ -192,8 +192,8 @@ def _ready(
             else ("Conflicted" if counts[Result.CONFLICTED] else "Drifted")
         )
         message = (
-            f"{failing} of {_namespaces(selected)} do not hold the posture"
-            " (see status.nonCompliant)"
+            f"{failing} of {_namespaces(selected)} {'does' if failing == 1 else 'do'} not"
+            " hold the posture (see status.nonCompliant)"
         )
         return set_condition(conditions, READY, "False", reason, message, generation, now)
     if selected == 0:
@@ -206,7 +206,11 @@ def _ready(
             generation,
             now,
         )
-    message = f"all {_namespaces(selected)} selected hold the posture"
+    message = (
+        "the 1 namespace selected holds the posture"
+        if selected == 1
+        else f"all {_namespaces(selected)} selected hold the posture"
+    )
     if counts[Result.SUPERSEDED]:
         message += f" ({counts[Result.SUPERSEDED]} with parts held by a higher-priority baseline)"
     return set_condition(conditions, READY, "True", "Converged", message, generation, now)
@@ -248,7 +252,8 @@ def _conflicted(
     if conflicted:
         first = outcomes[conflicted[0]]
         message = (
-            f"{_namespaces(len(conflicted))} hold objects the operator did not make:"
+            f"{_namespaces(len(conflicted))} {'holds' if len(conflicted) == 1 else 'hold'}"
+            " objects the operator did not make:"
             f" {conflicted[0]}: {first.message}"
         )
         return set_condition(
