@@ -49,6 +49,10 @@ class ObservedObject:
     # Top-level fields the operator's field manager owns by server-side apply (from
     # managedFields); what it set on objects it does not own, e.g. the default ServiceAccount.
     owned_fields: frozenset[str] = frozenset()
+    # What a PUT over this object must carry: the version it replaces, and finalizers of
+    # others (the External Secrets Operator's), which are not the operator's to drop.
+    resource_version: str | None = None
+    finalizers: tuple[str, ...] = ()
 
     @property
     def managed(self) -> bool:
@@ -80,6 +84,8 @@ def observe(body: Body) -> ObservedObject:
     metadata = dict(body.get("metadata") or {})
     uid = metadata.get("uid")
     owned = owned_top_fields(metadata.get("managedFields"), FIELD_MANAGER)
+    version = metadata.get("resourceVersion")
+    finalizers = metadata.get("finalizers") or ()
     for key in _VOLATILE_METADATA:
         metadata.pop(key, None)
     essence = {key: value for key, value in body.items() if key != "status"}
@@ -90,6 +96,8 @@ def observe(body: Body) -> ObservedObject:
         labels=dict(metadata.get("labels") or {}),
         body=essence,
         owned_fields=owned,
+        resource_version=version if isinstance(version, str) else None,
+        finalizers=tuple(str(item) for item in finalizers),
     )
 
 
