@@ -34,7 +34,8 @@ def test_crd_names_follow_the_design() -> None:
     assert version["name"] == "v1alpha1"
     assert version["subresources"] == {"status": {}}
     columns = [column["name"] for column in version["additionalPrinterColumns"]]
-    assert columns == ["Mode", "Selected", "Compliant", "Ready", "Age"]
+    # The wide columns and their order are tests/unit/test_printer_columns.py's business.
+    assert {"Mode", "Selected", "Compliant", "Ready", "Age"} <= set(columns)
 
 
 def _walk(node: Any, path: str = "") -> list[tuple[str, dict[str, Any]]]:

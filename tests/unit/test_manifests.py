@@ -44,6 +44,13 @@ ARGOCD = REPO / "manifests" / "argocd"
 CRD_NAME = "securitybaselines.security.baseline.dev"
 LEASE_NAME = "baseline-operator-leader"  # controller/leader.py
 WRITE_VERBS = frozenset({"create", "patch", "delete"})
+CLUSTER_SCOPED = (
+    "Namespace",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+)
 READ_VERBS = frozenset({"get", "list", "watch"})
 
 
@@ -310,7 +317,7 @@ def test_operator_namespace_enforces_restricted_pod_security() -> None:
 
 def test_namespaced_objects_live_in_the_operator_namespace() -> None:
     for obj in _own_objects():
-        if obj["kind"] not in ("Namespace", "ClusterRole", "ClusterRoleBinding"):
+        if obj["kind"] not in CLUSTER_SCOPED:
             assert obj["metadata"]["namespace"] == OPERATOR_NAMESPACE, obj["kind"]
 
 
@@ -652,10 +659,52 @@ def test_argocd_project_admits_exactly_what_the_applications_deploy() -> None:
     wanted_namespaced = set()
     for obj in _own_objects():
         group = obj["apiVersion"].rpartition("/")[0]
-        if obj["kind"] in ("Namespace", "ClusterRole", "ClusterRoleBinding"):
+        if obj["kind"] in CLUSTER_SCOPED:
             wanted_cluster.add((group, obj["kind"]))
         else:
             wanted_namespaced.add((group, obj["kind"]))
     assert cluster_kinds == wanted_cluster
     assert namespaced_kinds == wanted_namespaced
     assert all("*" not in value for pair in cluster_kinds | namespaced_kinds for value in pair)
+
+
+# --- The ceiling on the operator's own writes (admission-ceiling.yaml) ---------------------
+
+
+def test_the_ceiling_policy_watches_every_namespaced_kind_the_operator_writes() -> None:
+    policy = _one("ValidatingAdmissionPolicy", "baseline-operator-ceiling")
+    binding = _one("ValidatingAdmissionPolicyBinding", "baseline-operator-ceiling")
+    assert binding["spec"]["policyName"] == "baseline-operator-ceiling"
+    assert binding["spec"]["validationActions"] == ["Deny"]
+    covered = {
+        (group, resource)
+        for rule in policy["spec"]["matchConstraints"]["resourceRules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        if {"CREATE", "UPDATE", "DELETE"} <= set(rule["operations"])
+    }
+    for kind in NAMESPACED_KINDS:
+        assert (kind.group, kind.plural) in covered, kind.kind
+
+
+def test_the_ceiling_policy_names_the_operators_service_account() -> None:
+    policy = _one("ValidatingAdmissionPolicy", "baseline-operator-ceiling")
+    (condition,) = policy["spec"]["matchConditions"]
+    username = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_SERVICE_ACCOUNT}"
+    assert f"'{username}'" in condition["expression"]
+    bound = [
+        subject
+        for obj in _own_objects()
+        if obj["kind"] == "ClusterRoleBinding"
+        for subject in obj["subjects"]
+    ]
+    assert {"kind": "ServiceAccount", "name": OPERATOR_SERVICE_ACCOUNT} | {
+        "namespace": OPERATOR_NAMESPACE
+    } in bound
+
+
+def test_the_operators_namespace_is_one_it_may_not_write_generated_objects_in() -> None:
+    policy = _one("ValidatingAdmissionPolicy", "baseline-operator-ceiling")
+    first = " ".join(policy["spec"]["validations"][0]["expression"].split())
+    for namespace in ("kube-system", "kube-public", "kube-node-lease", OPERATOR_NAMESPACE):
+        assert f"'{namespace}'" in first

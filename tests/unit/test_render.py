@@ -33,10 +33,10 @@ def test_the_production_example_renders_every_section_sorted_by_ref() -> None:
         "NetworkPolicy shop/production-egress-to-database",
         "NetworkPolicy shop/production-ingress-from-frontend",
         "Role shop/production-deployer",
-        "Role shop/production-sa-app-sa",
+        "Role shop/production-sa.app-sa",
         "RoleBinding shop/production-admins",
         "RoleBinding shop/production-deployers",
-        "RoleBinding shop/production-sa-app-sa",
+        "RoleBinding shop/production-sa.app-sa",
         "RoleBinding shop/production-viewers",
     ]
     assert [item.ref for item in objects] == sorted(item.ref for item in objects)

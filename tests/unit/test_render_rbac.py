@@ -51,10 +51,10 @@ def test_service_account_with_rules_gets_its_role_and_binding() -> None:
             },
             "automountServiceAccountToken": True,
         },
-        "Role prod-sa-app-sa": {
+        "Role prod-sa.app-sa": {
             "apiVersion": f"{RBAC}/v1",
             "kind": "Role",
-            "metadata": _meta("prod-sa-app-sa"),
+            "metadata": _meta("prod-sa.app-sa"),
             "rules": [
                 {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list"]},
                 {
@@ -65,11 +65,11 @@ def test_service_account_with_rules_gets_its_role_and_binding() -> None:
                 },
             ],
         },
-        "RoleBinding prod-sa-app-sa": {
+        "RoleBinding prod-sa.app-sa": {
             "apiVersion": f"{RBAC}/v1",
             "kind": "RoleBinding",
-            "metadata": _meta("prod-sa-app-sa"),
-            "roleRef": {"apiGroup": RBAC, "kind": "Role", "name": "prod-sa-app-sa"},
+            "metadata": _meta("prod-sa.app-sa"),
+            "roleRef": {"apiGroup": RBAC, "kind": "Role", "name": "prod-sa.app-sa"},
             "subjects": [{"kind": "ServiceAccount", "name": "app-sa", "namespace": "shop"}],
         },
     }

@@ -547,7 +547,11 @@ class ServiceAccountSpec(ApiModel):
     rules: list[PolicyRule] = Field(
         default_factory=list,
         max_length=32,
-        description="What the account may do in its namespace (a Role and RoleBinding).",
+        description=(
+            "What the account may do in its namespace (a Role and RoleBinding, both named"
+            " <baseline>-sa.<name>). Grants above the ceiling are refused unless"
+            " acknowledged (see acknowledgeRisks)."
+        ),
     )
 
     @model_validator(mode="after")

@@ -11,6 +11,13 @@ holds once is decided here:
 - the namespace's default ServiceAccount, which the operator does not own: it
   only sets automountServiceAccountToken, false if any baseline asks for false.
 
+Every other object is named after its baseline so that two baselines never want the
+same one (policy.names). Should two names still coincide (a baseline `b` with an
+ingress rule `x-default-deny` and a baseline `b-ingress-x` with a default deny both
+want NetworkPolicy `b-ingress-x-default-deny`), the object goes to the baseline that
+ranks first as above, and the other is told: a Collision, which its status reports as
+a conflict naming the object, never a silent loss.
+
 The plan depends on the set of baselines only, never on the order they come in.
 """
 
@@ -23,6 +30,7 @@ from baseline_operator.api.resource import SecurityBaseline
 from baseline_operator.api.spec import PodSecurityLevel
 from baseline_operator.policy.names import applied_label
 from baseline_operator.policy.objects import (
+    EXTERNAL_SECRET,
     LIMIT_RANGE,
     ROLE,
     ROLE_BINDING,
@@ -41,6 +49,9 @@ DEFAULT_SERVICE_ACCOUNT = "default"
 # Kinds a namespace holds one of, whatever their names: with two LimitRanges, the
 # defaults a pod gets would depend on the order the admission plugin happens to read them.
 _ONE_PER_NAMESPACE = frozenset({LIMIT_RANGE})
+# Kinds whose names the user gives: two baselines may want the same one by design, and
+# priority decides. Any other contest is an accident of naming (a Collision).
+_USER_NAMED = frozenset({SERVICE_ACCOUNT, EXTERNAL_SECRET})
 
 
 @dataclass(frozen=True)
@@ -54,12 +65,24 @@ class Supersession:
 
 
 @dataclass(frozen=True)
+class Collision:
+    """Two baselines generate an object of the same kind and name: one holds it."""
+
+    baseline: str  # the one that does not get its object
+    ref: ObjectRef
+    holder: str
+    message: str
+
+
+@dataclass(frozen=True)
 class NamespacePlan:
     namespace: str
     baselines: tuple[str, ...]  # names of the planned baselines, sorted
     labels: dict[str, str]  # the namespace labels the operator owns
     objects: tuple[DesiredObject, ...]  # after layering, sorted by ref
     superseded: tuple[Supersession, ...]
+    # Generated names that coincided by accident; each loser must report Conflicted.
+    collisions: tuple[Collision, ...] = ()
 
 
 def plan_namespace(namespace: str, baselines: Sequence[SecurityBaseline]) -> NamespacePlan:
@@ -68,7 +91,7 @@ def plan_namespace(namespace: str, baselines: Sequence[SecurityBaseline]) -> Nam
     names = [baseline.name for baseline in ranked]
     if len(set(names)) != len(names):
         raise ValueError(f"baselines must have distinct names, got {sorted(names)}")
-    objects, superseded = _layer_objects(namespace, ranked)
+    objects, superseded, collisions = _layer_objects(namespace, ranked)
     default_account = _default_service_account(namespace, ranked)
     if default_account is not None:
         objects.append(default_account)
@@ -78,6 +101,7 @@ def plan_namespace(namespace: str, baselines: Sequence[SecurityBaseline]) -> Nam
         labels=namespace_labels(ranked),
         objects=tuple(sorted(objects, key=lambda item: item.ref)),
         superseded=tuple(sorted(superseded, key=lambda lost: (lost.baseline, lost.what))),
+        collisions=tuple(sorted(collisions, key=lambda lost: (lost.baseline, lost.ref))),
     )
 
 
@@ -135,17 +159,18 @@ def _describe(claim: _Claim) -> str:
 
 def _layer_objects(
     namespace: str, ranked: Sequence[SecurityBaseline]
-) -> tuple[list[DesiredObject], list[Supersession]]:
+) -> tuple[list[DesiredObject], list[Supersession], list[Collision]]:
     """Every baseline's objects, minus what an earlier-ranked baseline already holds.
 
     ExternalSecrets and ServiceAccounts keep user-given names, so two baselines
-    may want the same one; everything else is named after its baseline and only
-    meets another baseline's object when their names happen to coincide, which
-    the same rule settles.
+    may want the same one (a Supersession); everything else is named after its
+    baseline and only meets another object when names coincide by accident, which
+    the same rule settles and reports as a Collision.
     """
     holders: dict[_Claim, SecurityBaseline] = {}
     kept: list[DesiredObject] = []
     superseded: list[Supersession] = []
+    collisions: list[Collision] = []
     for baseline in ranked:
         rendered = render_namespace_objects(baseline, namespace)
         dropped: set[ObjectRef] = set()
@@ -155,14 +180,34 @@ def _layer_objects(
             if winner is None:
                 continue
             dropped.add(item.ref)
-            superseded.append(_supersession(baseline, _describe(claim), winner))
+            if item.ref.kind in _ONE_PER_NAMESPACE or item.ref.kind in _USER_NAMED:
+                superseded.append(_supersession(baseline, _describe(claim), winner))
+            else:
+                collisions.append(_collision(baseline, item.ref, winner))
             if item.ref.kind == SERVICE_ACCOUNT:
                 dropped |= _grants_of(baseline, item.ref)
         for item in rendered:
-            if item.ref not in dropped:
-                kept.append(item)
-                holders[_claim(item)] = baseline
-    return kept, superseded
+            if item.ref in dropped:
+                continue
+            if holders.get(_claim(item)) is baseline:
+                # One baseline generating one name twice (a name shortened with a hash
+                # can meet another): its own plan cannot hold both.
+                collisions.append(_collision(baseline, item.ref, baseline))
+                continue
+            kept.append(item)
+            holders[_claim(item)] = baseline
+    return kept, superseded, collisions
+
+
+def _collision(loser: SecurityBaseline, ref: ObjectRef, holder: SecurityBaseline) -> Collision:
+    if holder is loser:
+        message = f"{ref} is generated twice by this baseline; only the first is kept"
+    else:
+        message = (
+            f"{ref} is also generated by baseline {holder.name}, which holds it;"
+            " rename one of the baselines or the rule that names it"
+        )
+    return Collision(baseline=loser.name, ref=ref, holder=holder.name, message=message)
 
 
 def _grants_of(baseline: SecurityBaseline, account: ObjectRef) -> set[ObjectRef]:

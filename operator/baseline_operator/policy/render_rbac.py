@@ -14,6 +14,10 @@ from baseline_operator.policy.names import object_name
 from baseline_operator.policy.objects import ROLE, ROLE_BINDING, SERVICE_ACCOUNT, Body
 
 RBAC_GROUP = ROLE.group
+SERVICE_ACCOUNT_ROLE_INFIX = "sa."
+DEPLOYER_ROLE_SUFFIX = "deployer"
+# RoleBinding suffixes, one per kind of subject list.
+BINDING_SUFFIXES = ("admins", "viewers", "deployers")
 
 _MANAGE = ("get", "list", "watch", "create", "update", "patch", "delete")
 
@@ -34,8 +38,11 @@ DEPLOYER_RULES: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
 
 
 def service_account_role_name(baseline: str, account: str) -> str:
-    """The Role and RoleBinding that grant a declared ServiceAccount its rules."""
-    return object_name(baseline, f"sa-{account}")
+    """The Role and RoleBinding that grant a declared ServiceAccount its rules:
+    `<baseline>-sa.<account>`. The dot, which neither a baseline nor an account name can
+    hold, keeps the name apart from every other baseline's: with a dash, account `admins`
+    of baseline `x` and the admins binding of baseline `x-sa` were both `x-sa-admins`."""
+    return object_name(baseline, f"{SERVICE_ACCOUNT_ROLE_INFIX}{account}")
 
 
 def render_rbac(baseline: str, rbac: Rbac | None, namespace: str) -> list[Body]:
@@ -48,11 +55,11 @@ def render_rbac(baseline: str, rbac: Rbac | None, namespace: str) -> list[Body]:
     bindings = [
         ("admins", rbac.admins, "ClusterRole", "admin"),
         ("viewers", rbac.viewers, "ClusterRole", "view"),
-        ("deployers", rbac.deployers, "Role", object_name(baseline, "deployer")),
+        ("deployers", rbac.deployers, "Role", object_name(baseline, DEPLOYER_ROLE_SUFFIX)),
     ]
     if rbac.deployers:
         deployer_rules = [_deployer_rule(*rule) for rule in DEPLOYER_RULES]
-        objects.append(_role(object_name(baseline, "deployer"), deployer_rules))
+        objects.append(_role(object_name(baseline, DEPLOYER_ROLE_SUFFIX), deployer_rules))
     for suffix, subjects, role_kind, role_name in bindings:
         if subjects:
             wire = [subject_wire(subject, namespace) for subject in subjects]
