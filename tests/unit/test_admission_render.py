@@ -204,7 +204,7 @@ def test_protect_policy_structure() -> None:
     spec = policy["spec"]
     assert set(spec) == {"failurePolicy", "matchConstraints", "matchConditions", "validations"}
     assert spec["failurePolicy"] == "Fail"
-    operations = ["UPDATE", "DELETE"]
+    operations = ["CREATE", "UPDATE", "DELETE"]
     assert spec["matchConstraints"] == {
         "matchPolicy": "Equivalent",
         "resourceRules": [

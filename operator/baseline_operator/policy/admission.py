@@ -34,7 +34,6 @@ from baseline_operator.api.spec import AdmissionSection
 from baseline_operator.policy.checklist import registry_prefixes
 from baseline_operator.policy.names import (
     BASELINE_KEY,
-    FIELD_MANAGER,
     MANAGED_BY_KEY,
     MANAGED_BY_VALUE,
     applied_label,
@@ -316,6 +315,16 @@ def _workload_policy_spec(admission: AdmissionSection) -> Body:
 
 # ----------------------------------------------------------------------------
 # Tamper protection
+#
+# Who may write an object a baseline generated is decided by the request's authenticated
+# identity alone, never by anything the request carries (a field manager's name, a
+# precondition, an option): those are the caller's to choose. docs/security.md says what
+# this protects, whom it exempts and why, and how to break the glass.
+
+# The External Secrets Operator's ServiceAccount as its Helm chart installs it; it alone
+# may add and remove its own finalizers on the ExternalSecrets a baseline generates.
+EXTERNAL_SECRETS_USERNAME = "system:serviceaccount:external-secrets:external-secrets"
+EXTERNAL_SECRETS_FINALIZER_PREFIX = "externalsecrets.external-secrets.io/"
 
 
 def _carries_labels_of(obj: str, baseline: str) -> str:
@@ -336,27 +345,22 @@ def _same_except(new: str, old: str, ignored: Iterable[str]) -> str:
     )
 
 
-# An UPDATE that changes nothing the operator wrote: only finalizers and what the server
-# maintains. The External Secrets Operator adds and removes its finalizer this way.
-_ONLY_FINALIZERS_CHANGED = (
-    "request.operation == 'UPDATE'"
+def _finalizers(obj: str) -> str:
+    return f"(has({obj}.metadata.finalizers) ? {obj}.metadata.finalizers : [])"
+
+
+# An UPDATE of an ExternalSecret that changes nothing but finalizers of the External
+# Secrets Operator (and what the server maintains): adding its cleanup finalizer, and
+# removing it while the ExternalSecret is deleted, e.g. with its namespace.
+_ONLY_ESO_FINALIZERS_CHANGED = (
+    "request.operation == 'UPDATE' && object.kind == 'ExternalSecret'"
     f" && {_same_except('dyn(object)', 'dyn(oldObject)', ('metadata', 'status'))}"
     " && "
     + _same_except("dyn(object).metadata", "dyn(oldObject).metadata", _METADATA_OTHERS_MAY_CHANGE)
-)
-
-
-# The operator's own writes, whoever it runs as (its ServiceAccount in a pod, an admin's
-# kubeconfig on a workstation): its server-side applies name its field manager, its deletes
-# carry a uid precondition. `kubectl edit`, `patch`, `apply` and `delete` send neither, so
-# accidental changes are refused; this guards against accidents, not against a cluster
-# admin set on it (who can delete the binding).
-_OPERATOR_REQUEST = (
-    "request.options != null && ("
-    "(request.operation == 'UPDATE' && has(request.options.fieldManager)"
-    f" && request.options.fieldManager == '{FIELD_MANAGER}')"
-    " || (request.operation == 'DELETE' && has(request.options.preconditions)"
-    " && has(request.options.preconditions.uid)))"
+    + f" && {_finalizers('object')}.all(f, f in {_finalizers('oldObject')}"
+    f" || f.startsWith({_cel(EXTERNAL_SECRETS_FINALIZER_PREFIX)}))"
+    f" && {_finalizers('oldObject')}.all(f, f in {_finalizers('object')}"
+    f" || f.startsWith({_cel(EXTERNAL_SECRETS_FINALIZER_PREFIX)}))"
 )
 
 
@@ -368,7 +372,7 @@ def _protect_resource_rules() -> list[Body]:
         {
             "apiGroups": [group],
             "apiVersions": [version],
-            "operations": ["UPDATE", "DELETE"],
+            "operations": ["CREATE", "UPDATE", "DELETE"],
             "resources": sorted(plurals),
         }
         for (group, version), plurals in sorted(resources.items())
@@ -382,8 +386,9 @@ def protect_message(baseline: str) -> str:
     )
 
 
-def _protect_policy_spec(baseline: str, operator_username: str) -> Body:
-    allowed_users = _cel([operator_username, *CLUSTER_CONTROLLER_USERNAMES])
+def _protect_policy_spec(baseline: str, operator_username: str, eso_username: str) -> Body:
+    operator = _cel(operator_username)
+    controllers = _cel(list(CLUSTER_CONTROLLER_USERNAMES))
     return {
         "failurePolicy": "Fail",
         # The ValidatingAdmissionPolicies and bindings themselves are not listed: the API
@@ -395,7 +400,8 @@ def _protect_policy_spec(baseline: str, operator_username: str) -> Body:
         "matchConditions": [
             {
                 # The stored object decides (stripping the labels is tampering too); the new
-                # object as well, so that no one can put another's object under protection.
+                # object as well, so that no one can put another's object under protection
+                # or create a look-alike carrying this baseline's labels.
                 "name": "generated-by-baseline",
                 "expression": f"(oldObject != null && {_carries_labels_of('oldObject', baseline)})"
                 f" || (object != null && {_carries_labels_of('object', baseline)})",
@@ -403,8 +409,14 @@ def _protect_policy_spec(baseline: str, operator_username: str) -> Body:
         ],
         "validations": [
             {
-                "expression": f"request.userInfo.username in {allowed_users}"
-                f" || ({_OPERATOR_REQUEST}) || ({_ONLY_FINALIZERS_CHANGED})",
+                # The operator; the namespace controller and garbage collector, which delete
+                # what is in a deleted namespace or owner and must never be blocked (they
+                # never create); the External Secrets Operator, for its own finalizers only.
+                "expression": f"request.userInfo.username == {operator}"
+                f" || (request.operation != 'CREATE'"
+                f" && request.userInfo.username in {controllers})"
+                f" || (request.userInfo.username == {_cel(eso_username)}"
+                f" && {_ONLY_ESO_FINALIZERS_CHANGED})",
                 "message": protect_message(baseline),
                 "reason": "Forbidden",
             }
@@ -443,12 +455,15 @@ def _owned_by(baseline: str, body: Body) -> DesiredObject:
 
 
 def render_cluster_objects(
-    baseline: SecurityBaseline, operator_username: str
+    baseline: SecurityBaseline,
+    operator_username: str,
+    eso_username: str = EXTERNAL_SECRETS_USERNAME,
 ) -> list[DesiredObject]:
     """The cluster-scoped objects of one baseline, sorted by ref: the workload-rules policy
     and binding when spec.admission enables a rule, the protect policy and binding when
     spec.protectGeneratedObjects is set. `operator_username` is the operator's own user
-    (system:serviceaccount:<namespace>:<name>), the one allowed to change what it generated.
+    (system:serviceaccount:<namespace>:<name>), the one allowed to change what it generated;
+    `eso_username` the External Secrets Operator's, allowed its own finalizers.
     """
     spec = baseline.spec
     bodies: list[Body] = []
@@ -460,7 +475,8 @@ def render_cluster_objects(
         bodies.append(_binding(name, actions, selector))
     if spec.protect_generated_objects:
         name = object_name(baseline.name, PROTECT_SUFFIX)
-        bodies.append(_policy(name, _protect_policy_spec(baseline.name, operator_username)))
+        protect = _protect_policy_spec(baseline.name, operator_username, eso_username)
+        bodies.append(_policy(name, protect))
         bodies.append(_binding(name, ["Deny"], None))
     objects = [_owned_by(baseline.name, body) for body in bodies]
     return sorted(objects, key=lambda item: item.ref)
