@@ -118,12 +118,63 @@ def validate(path: str) -> None:
     show_default=True,
     help="Exit 1 when a finding has at least this severity.",
 )
-def audit(paths: tuple[str, ...], baseline_file: str | None, output: str, fail_on: str) -> None:
-    """Check workload manifests against the hardening checklist (for CI)."""
-    from baseline_operator.offline.audit import AuditInputError, run_audit  # noqa: PLC0415
+@click.option(
+    "--max-document-bytes",
+    type=click.IntRange(min=1),
+    default=4 * 1024 * 1024,
+    show_default=True,
+    help="Skip (and report) a YAML document or JSON value larger than this.",
+)
+@click.option(
+    "--max-document-nodes",
+    type=click.IntRange(min=1),
+    default=500_000,
+    show_default=True,
+    help="Skip (and report) a document of more maps, lists and values than this.",
+)
+@click.option(
+    "--max-objects",
+    type=click.IntRange(min=1),
+    default=50_000,
+    show_default=True,
+    help="Stop (exit 2) past this many objects, List items counted one by one.",
+)
+@click.option(
+    "--max-findings",
+    type=click.IntRange(min=1),
+    default=500_000,
+    show_default=True,
+    help="Stop (exit 2) past this many findings.",
+)
+def audit(
+    paths: tuple[str, ...],
+    baseline_file: str | None,
+    output: str,
+    fail_on: str,
+    max_document_bytes: int,
+    max_document_nodes: int,
+    max_objects: int,
+    max_findings: int,
+) -> None:
+    """Check workload manifests against the hardening checklist (for CI).
+
+    Exit 0: no finding reaches --fail-on; 1: one does; 2: some input could not be audited
+    (each reason on stderr; the report covers the rest) or a cap was reached.
+    """
+    from baseline_operator.offline.audit import (  # noqa: PLC0415
+        AuditInputError,
+        Limits,
+        run_audit,
+    )
     from baseline_operator.policy.checklist import Severity  # noqa: PLC0415
 
     threshold = None if fail_on == "never" else Severity(fail_on)
+    limits = Limits(
+        max_document_bytes=max_document_bytes,
+        max_document_nodes=max_document_nodes,
+        max_objects=max_objects,
+        max_findings=max_findings,
+    )
     try:
         code = run_audit(
             list(paths),
@@ -132,6 +183,8 @@ def audit(paths: tuple[str, ...], baseline_file: str | None, output: str, fail_o
             threshold,
             sys.stdin,
             sys.stdout,
+            sys.stderr,
+            limits,
         )
     except AuditInputError as exc:
         _fail(str(exc))

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 import textwrap
+import time
 import tracemalloc
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +17,10 @@ import pytest
 import yaml
 
 from baseline_operator.offline.audit import (
+    DEFAULT_LIMITS,
     AuditInputError,
+    AuditLimitError,
+    Limits,
     audit_documents,
     expand_paths,
     read_documents,
@@ -261,41 +268,292 @@ def input_error(paths: list[str], **options: Any) -> str:
     return message
 
 
+@dataclass
+class Partial:
+    """A run in which some input could not be read: the report of the rest, and the errors."""
+
+    code: int
+    report: dict[str, Any]
+    errors: list[str]  # stderr, one line per problem, without the "error: " prefix
+
+
+def partial(paths: list[str], *, limits: Limits = DEFAULT_LIMITS, stdin: str = "") -> Partial:
+    out, err = io.StringIO(), io.StringIO()
+    code = run_audit(
+        paths, None, "json", Severity.HIGH, io.StringIO(stdin), out, err, limits=limits
+    )
+    lines = err.getvalue().splitlines()
+    assert all(line.startswith("error: ") for line in lines)
+    errors = [line.removeprefix("error: ") for line in lines]
+    report = json.loads(out.getvalue())
+    assert report["summary"]["errors"] == errors  # the report says it is incomplete, and why
+    return Partial(code, report, errors)
+
+
+def one_error(paths: list[str], **options: Any) -> str:
+    run = partial(paths, **options)
+    assert run.code == 2
+    (message,) = run.errors
+    return message
+
+
 def test_bad_yaml_names_the_file_and_line(tmp_path: Path) -> None:
     text = pod("fine") + "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: [unclosed\n"
     path = write(tmp_path, "broken.yaml", text)
-    message = input_error([path])
+    message = one_error([path])
     assert message.startswith(f"{path}:")
     line = int(message.split(":")[1])
     assert pod("fine").count("\n") < line <= text.count("\n") + 1
     assert "invalid YAML" in message
 
 
+def test_the_documents_around_a_bad_one_are_still_audited(tmp_path: Path) -> None:
+    bad = "apiVersion: v1\nkind: Pod\nmetadata: {name: [unclosed\n"
+    text = "---\n".join([pod("before", PRIVILEGED_POD), bad, pod("after", PRIVILEGED_POD)])
+    path = write(tmp_path, "mixed.yaml", text)
+    run = partial([path])
+    assert run.code == 2
+    assert checks_by_object(run.report) == {"before": ["privileged"], "after": ["privileged"]}
+    (message,) = run.errors
+    markers = [number for number, line in enumerate(text.splitlines(), 1) if line == "---"]
+    line = int(message.split(":")[1])
+    assert markers[0] < line <= markers[1]  # in the bad document, or at its end
+    assert "invalid YAML" in message
+    after = next(f for f in run.report["findings"] if f["object"]["name"] == "after")
+    assert text.splitlines()[after["location"]["line"] - 1] == "apiVersion: v1"
+
+
 def test_bad_yaml_on_stdin() -> None:
-    message = input_error(["-"], stdin="kind: Pod\n  bad: indentation\n")
+    message = one_error(["-"], stdin="kind: Pod\n  bad: indentation\n")
     assert message.startswith("<stdin>:")
     assert "invalid YAML" in message
 
 
 def test_bad_json_names_the_file_and_line(tmp_path: Path) -> None:
     path = write(tmp_path, "broken.json", '{\n  "kind": "Pod",\n  "metadata": {,\n}\n')
-    assert input_error([path]).startswith(f"{path}:3: invalid JSON")
+    assert one_error([path]).startswith(f"{path}:3: invalid JSON")
 
 
 def test_a_file_that_is_not_text(tmp_path: Path) -> None:
     path = tmp_path / "binary.yaml"
     path.write_bytes(b"kind: Pod\nname: \xff\xfe\x00\x01\n")
-    assert input_error([str(path)]).startswith(f"{path}: not readable as text")
+    assert one_error([str(path)]).startswith(f"{path}:1: not readable as text")
 
 
 def test_a_missing_file(tmp_path: Path) -> None:
     missing = str(tmp_path / "nope.yaml")
-    assert input_error([missing]) == f"{missing}: no such file or directory"
+    assert one_error([missing]) == f"{missing}: no such file or directory"
 
 
-def test_a_missing_path_after_good_ones_still_fails_without_output(tmp_path: Path) -> None:
-    good = write(tmp_path, "good.yaml", pod("a", PRIVILEGED_POD))
-    assert "no such file" in input_error([good, str(tmp_path / "missing")])
+def test_every_bad_file_is_named_and_the_good_ones_are_audited(tmp_path: Path) -> None:
+    good = write(tmp_path, "a-good.yaml", pod("a", PRIVILEGED_POD))
+    write(tmp_path, "b-bad.yaml", "kind: Pod\n  bad: indentation\n")
+    write(tmp_path, "c-bad.json", "{")
+    write(tmp_path, "d-good.json", json.dumps(yaml.safe_load(pod("d", PRIVILEGED_POD))))
+    missing = str(tmp_path / "missing.yaml")
+    run = partial([str(tmp_path), missing, good])
+    assert run.code == 2  # not 1: an unread file outranks findings
+    assert [error.split(":")[0] for error in run.errors] == [
+        str(tmp_path / "b-bad.yaml"),
+        str(tmp_path / "c-bad.json"),
+        missing,
+    ]
+    assert sorted(checks_by_object(run.report)) == ["a", "d"]
+    assert run.report["summary"]["objects"] == 3
+    assert run.report["summary"]["failed"] is True
+
+
+def test_the_table_says_the_run_is_incomplete(tmp_path: Path) -> None:
+    write(tmp_path, "bad.yaml", "a: [\n")
+    code, text = audit([str(tmp_path)], output="table")
+    assert code == 2
+    assert text.endswith("(0 objects read; 1 input not audited, see the errors)\n")
+
+
+# ----------------------------------------------------------------------------
+# Hostile input: every document, object count and alias expansion has a bound
+
+LAUGHS = ROOT / "tests/corpus/hostile/nested-list-aliases.yaml"
+
+
+def test_the_billion_laughs_file_is_refused_at_once_naming_the_alias() -> None:
+    """Nine levels of `kind: List` whose items are ten aliases of the level below: 10^8 pods
+    from under a kilobyte. It is refused before anything is expanded."""
+    assert LAUGHS.stat().st_size < 1024
+    started = time.monotonic()
+    message = one_error([str(LAUGHS)])
+    elapsed = time.monotonic() - started
+    assert message.startswith(f"{LAUGHS}:")
+    assert "YAML aliases expand to more than 10000 nodes (alias *l7 used 10 times)" in message
+    assert elapsed < 5, elapsed  # a generous bound: it takes milliseconds
+
+
+def test_the_billion_laughs_file_stays_in_bounded_memory_in_a_subprocess() -> None:
+    """The whole command, under an address-space limit of 512 MiB: before the cap it went
+    past 900 MB in 30 s. A subprocess, so that the limit cannot hurt the test runner."""
+    script = textwrap.dedent(
+        """
+        import resource, sys
+        limit = 512 * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        from baseline_operator.cli import main
+        sys.argv = ["baseline-operator", "audit", "-f", sys.argv[1]]
+        main()
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(LAUGHS)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "alias *l7" in result.stderr
+    assert len(result.stderr.splitlines()) == 1
+
+
+def test_a_few_aliases_and_merge_keys_are_fine(tmp_path: Path) -> None:
+    text = textwrap.dedent(
+        """\
+        apiVersion: v1
+        kind: List
+        items:
+        - &base
+          apiVersion: v1
+          kind: Pod
+          metadata: {name: one}
+          spec:
+            containers:
+            - &app {name: app, image: x, securityContext: {privileged: true}}
+        - <<: *base
+          metadata: {name: two}
+        - <<: *base
+          metadata: {name: three}
+          spec: {containers: [*app, *app]}
+        """
+    )
+    path = write(tmp_path, "anchors.yaml", text)
+    code, report = audit_json([path], fail_on=None)
+    assert code == 0
+    assert {
+        name: checks.count("privileged") for name, checks in checks_by_object(report).items()
+    } == {
+        "one": 1,
+        "two": 1,
+        "three": 2,
+    }
+
+
+def test_a_recursive_alias_is_refused(tmp_path: Path) -> None:
+    text = (
+        "---\nkind: Pod\nmetadata: {name: ok}\n---\nkind: Pod\nspec: &loop {containers: [*loop]}\n"
+    )
+    path = write(tmp_path, "loop.yaml", text)
+    run = partial([path])
+    assert run.errors == [f"{path}:6: recursive YAML alias *loop"]
+    assert run.report["summary"]["objects"] == 1
+
+
+def test_a_document_over_the_size_cap_is_skipped_without_being_held(tmp_path: Path) -> None:
+    limits = Limits(max_document_bytes=4096)
+    big = pod("big").replace("team-a", "x" * 5000)
+    one_line = "kind: Pod\nmetadata: {name: " + "y" * 10_000 + "}\n"  # no newline for long
+    text = "---\n".join([pod("a", PRIVILEGED_POD), big, one_line, pod("b", PRIVILEGED_POD)])
+    path = write(tmp_path, "big.yaml", text)
+    run = partial([path], limits=limits)
+    assert run.code == 2
+    lines = text.splitlines()
+    starts = [index + 1 for index, line in enumerate(lines) if line == "---"]
+    assert run.errors == [
+        f"{path}:{starts[0]}: document larger than 4096 bytes (--max-document-bytes)",
+        f"{path}:{starts[1]}: document larger than 4096 bytes (--max-document-bytes)",
+    ]
+    assert sorted(checks_by_object(run.report)) == ["a", "b"]
+
+
+def test_a_json_value_over_the_size_cap(tmp_path: Path) -> None:
+    limits = Limits(max_document_bytes=4096)
+    small = json.dumps({"kind": "Pod", "metadata": {"name": "a"}})
+    big = json.dumps({"kind": "Pod", "metadata": {"name": "b" * 10_000}})
+    path = write(tmp_path, "big.json", small + "\n" + big + "\n" + small)
+    run = partial([path], limits=limits)
+    assert run.errors == [f"{path}:2: document larger than 4096 bytes (--max-document-bytes)"]
+    assert run.report["summary"]["objects"] == 1  # a JSON stream cannot resume after it
+
+
+@pytest.mark.parametrize("suffix", ["yaml", "json"])
+def test_a_document_of_too_many_nodes_is_refused_before_parsing(
+    tmp_path: Path, suffix: str
+) -> None:
+    """`[{},{},...]` is a node per three bytes: memory follows nodes, not bytes."""
+    wide = json.dumps({"kind": "Pod", "spec": {"containers": [{}] * 100_000}})
+    small = json.dumps(yaml.safe_load(pod("ok", PRIVILEGED_POD)))
+    path = write(tmp_path, f"wide.{suffix}", small + "\n---\n" + wide if suffix == "yaml" else wide)
+    run = partial([path], limits=Limits(max_document_nodes=50_000))
+    assert run.errors == [
+        f"{path}:{2 if suffix == 'yaml' else 1}: document of more than 50000 nodes"
+        " (maps, lists and values; --max-document-nodes)"
+    ]
+    assert run.report["summary"]["objects"] == (1 if suffix == "yaml" else 0)
+
+
+def test_the_object_cap_counts_list_items_and_stops_the_run(tmp_path: Path) -> None:
+    items = [yaml.safe_load(pod(f"p{index}")) for index in range(6)]
+    nested = {
+        "apiVersion": "v1",
+        "kind": "List",
+        "items": [
+            {"apiVersion": "v1", "kind": "List", "items": items[:3]},
+            {"apiVersion": "v1", "kind": "PodList", "items": items[3:]},
+        ],
+    }
+    path = write(tmp_path, "list.yaml", yaml.safe_dump(nested))
+    assert partial([path], limits=Limits(max_objects=6)).report["summary"]["objects"] == 6
+    out = io.StringIO()
+    with pytest.raises(AuditLimitError) as caught:
+        run_audit([path], None, "json", None, io.StringIO(), out, limits=Limits(max_objects=5))
+    assert str(caught.value) == (
+        f"{path}: more than 5 objects (List items counted one by one; --max-objects)"
+    )
+    assert out.getvalue() == ""  # no partial report
+
+
+def test_the_findings_cap_stops_the_run(tmp_path: Path) -> None:
+    """Many containers in a few bytes each: findings, not documents, would fill memory."""
+    spec = {"containers": [{}] * 50}
+    path = write(tmp_path, "wide.json", json.dumps({"kind": "Pod", "spec": spec}))
+    with pytest.raises(AuditLimitError, match="more than 100 findings"):
+        run_audit(
+            [path],
+            None,
+            "json",
+            None,
+            io.StringIO(),
+            io.StringIO(),
+            limits=Limits(max_findings=100),
+        )
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "problem"),
+    [
+        ("huge-int.yaml", "kind: Pod\nspec: {priority: " + "9" * 5000 + "}\n", "invalid YAML"),
+        ("huge-int.json", '{"kind": "Pod", "n": ' + "9" * 5000 + "}", "invalid JSON"),
+        ("deep.yaml", "a: " + "[" * 5000 + "]" * 5000 + "\n", "invalid YAML"),
+        ("deep.json", "[" * 100_000 + "]" * 100_000, "invalid JSON"),
+        ("python.yaml", "kind: !!python/object/apply:os.system [true]\n", "invalid YAML"),
+        ("utf16.json", '{"kind": "Pod"}'.encode("utf-16").decode("latin-1"), "invalid JSON"),
+    ],
+)
+def test_hostile_documents_are_problems_not_crashes(
+    tmp_path: Path, name: str, text: str, problem: str
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(text.encode("latin-1"))
+    message = one_error([str(path)])
+    assert message.startswith(f"{path}:")
+    assert problem in message
 
 
 def test_an_invalid_baseline_lists_its_field_errors(tmp_path: Path) -> None:
@@ -420,6 +678,7 @@ def test_json_document_shape(tmp_path: Path) -> None:
         "bySeverity": {"critical": 1, "high": 0, "medium": 0, "low": 1},
         "failOn": "critical",
         "failed": True,
+        "errors": [],
     }
     assert code == 1
 
@@ -460,14 +719,28 @@ def test_cli_exit_codes_and_stderr(cli: Any, tmp_path: Path) -> None:
     assert json.loads(result.stdout)["summary"]["findings"] == 1
     result = runner.invoke(cli, ["audit", "-f", risky, "--fail-on", "never"])
     assert result.exit_code == 0
-    result = runner.invoke(cli, ["audit", "-f", str(tmp_path / "missing.yaml")])
-    assert result.exit_code == 2
-    assert result.stdout == ""
-    assert len(result.stderr.strip().splitlines()) == 1
-    assert "missing.yaml" in result.stderr
+    result = runner.invoke(cli, ["audit", "-f", str(tmp_path / "missing.yaml"), "-f", risky])
+    assert result.exit_code == 2  # the report of what was read, and the error
+    assert "1 finding (1 critical) in 1 of 1 workload" in result.stdout
+    assert result.stderr == f"error: {tmp_path / 'missing.yaml'}: no such file or directory\n"
+    result = runner.invoke(cli, ["audit", "-f", risky, "--max-objects", "0"])
+    assert result.exit_code == 2  # click refuses a cap below 1
+    result = runner.invoke(cli, ["audit", "-f", risky, "-f", clean, "--max-objects", "1"])
+    assert (result.exit_code, result.stdout) == (2, "")  # a cap stops the run: no report
+    assert result.stderr == (
+        f"error: {clean}: more than 1 objects (List items counted one by one; --max-objects)\n"
+    )
     result = runner.invoke(cli, ["audit", "-f", "-", "-o", "sarif"], input=pod("s", PRIVILEGED_POD))
     assert result.exit_code == 1
     assert json.loads(result.stdout)["version"] == "2.1.0"
+
+
+def test_the_commands_caps_are_the_documented_defaults(cli: Any) -> None:
+    options = {param.name: param.default for param in cli.commands["audit"].params}
+    assert options["max_document_bytes"] == DEFAULT_LIMITS.max_document_bytes == 4 * 1024 * 1024
+    assert options["max_document_nodes"] == DEFAULT_LIMITS.max_document_nodes == 500_000
+    assert options["max_objects"] == DEFAULT_LIMITS.max_objects == 50_000
+    assert options["max_findings"] == DEFAULT_LIMITS.max_findings == 500_000
 
 
 # ----------------------------------------------------------------------------

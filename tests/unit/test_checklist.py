@@ -622,6 +622,7 @@ API_VERSIONS = {
     "ReplicaSet": "apps/v1",
     "Job": "batch/v1",
     "CronJob": "batch/v1",
+    "PodTemplate": "v1",
 }
 
 
@@ -630,6 +631,8 @@ def wrapped(kind: str, template: dict[str, Any]) -> dict[str, Any]:
     head = {"apiVersion": API_VERSIONS[kind], "kind": kind}
     if kind == "Pod":
         return head | template
+    if kind == "PodTemplate":
+        return head | {"template": template}
     if kind == "CronJob":
         job = {"spec": {"template": template}}
         return head | {"spec": {"schedule": "@daily", "jobTemplate": job}}
@@ -667,7 +670,8 @@ def test_check_object_reads_the_template_of_every_workload_kind(kind: str) -> No
     [
         {"apiVersion": "v1", "kind": "Service", "spec": {"template": {"spec": {}}}},
         {"apiVersion": "v1", "kind": "ConfigMap", "data": {"spec": "x"}},
-        {"apiVersion": "v1", "kind": "PodTemplate", "template": {"spec": {"hostPID": True}}},
+        {"apiVersion": "v1", "kind": "PodTemplate", "spec": {"template": {"spec": {}}}},
+        {"apiVersion": "v1", "kind": "PodTemplate", "template": {"spec": ["nonsense"]}},
         {"kind": "Deployment", "spec": {}},
         {"kind": "Deployment", "spec": {"template": {"spec": "nonsense"}}},
         {"kind": "CronJob", "spec": {"template": {"spec": {"hostPID": True}}}},
@@ -678,6 +682,11 @@ def test_check_object_reads_the_template_of_every_workload_kind(kind: str) -> No
 def test_non_workloads_have_no_template_and_no_findings(obj: dict[str, Any]) -> None:
     assert pod_template_of(obj) is None
     assert check_object(obj, ChecklistConfig(required_labels=("app",))) == []
+
+
+def test_a_pod_template_object_is_checked() -> None:
+    obj = {"apiVersion": "v1", "kind": "PodTemplate", "template": {"spec": {"hostPID": True}}}
+    assert "host-namespaces" in ids(check_object(obj, RESTRICTED))
 
 
 def test_workload_kinds_are_group_agnostic() -> None:

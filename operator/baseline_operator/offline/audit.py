@@ -9,9 +9,11 @@ its column widths and every format its summary before the first line is written.
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -27,7 +29,7 @@ from baseline_operator.policy.checklist import (
     ChecklistConfig,
     Finding,
     Severity,
-    check_pod,
+    iter_pod_findings,
     pod_template_of,
 )
 
@@ -43,7 +45,33 @@ _Loader = yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader
 
 
 class AuditInputError(Exception):
-    """Input that cannot be audited (missing file, bad YAML, bad baseline). Exit code 2."""
+    """The run cannot proceed (bad options, a bad baseline, a cap reached). Exit code 2."""
+
+
+class AuditLimitError(AuditInputError):
+    """The input went past a run-wide cap (objects, findings); nothing is reported."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Caps on what one run reads, so that hostile input cannot exhaust memory or time.
+
+    Peak memory is about 60 times the largest document (libyaml's nodes with their marks,
+    and the objects built from them) plus about 350 bytes per finding kept.
+    """
+
+    max_document_bytes: int = 4 * 1024 * 1024  # one YAML document or JSON value
+    # Nodes (maps, lists, scalars) of one document, estimated from above before parsing:
+    # memory follows nodes more than bytes (`[{},{},...]` is a node per 3 bytes).
+    max_document_nodes: int = 500_000
+    max_objects: int = 50_000  # objects read in the run, List items counted one by one
+    max_findings: int = 500_000  # findings kept for the report
+    # Nodes a YAML document may reach through aliases beyond its own: anchors reused a few
+    # times (`<<: *defaults`) are fine; aliases of aliases that multiply are not.
+    max_alias_nodes: int = 10_000
+
+
+DEFAULT_LIMITS = Limits()
 
 
 @dataclass(frozen=True)
@@ -53,6 +81,14 @@ class Document:
     source: str  # the path as given ('-' for stdin)
     line: int | None  # 1-based line where its content starts, when known
     body: Any
+
+
+@dataclass(frozen=True)
+class InputProblem:
+    """A file, or a document in it, that cannot be audited; the run goes on without it."""
+
+    source: str
+    message: str  # one line, starting with the file (and line) it is about
 
 
 @dataclass(frozen=True)
@@ -80,6 +116,7 @@ class AuditReport:
     findings: list[LocatedFinding] = field(default_factory=list)
     objects: int = 0  # every non-empty document (List items counted one by one)
     workloads: int = 0  # the objects that carry a pod spec
+    problems: list[InputProblem] = field(default_factory=list)  # input that was skipped
 
     def by_severity(self) -> dict[Severity, int]:
         """Finding counts per severity, most severe first."""
@@ -102,8 +139,13 @@ def _shown(source: str) -> str:
     return "<stdin>" if source == STDIN else source
 
 
-def expand_paths(paths: Iterable[str]) -> Iterator[str]:
-    """Files as given, the manifests under directories (recursively, sorted), '-' as is."""
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def expand_paths(paths: Iterable[str]) -> Iterator[str | InputProblem]:
+    """Files as given, the manifests under directories (recursively, sorted), '-' as is;
+    a path that does not exist is a problem, and the others are still read."""
     for path in paths:
         if path == STDIN:
             yield path
@@ -119,55 +161,299 @@ def expand_paths(paths: Iterable[str]) -> Iterator[str]:
         elif os.path.isfile(path):
             yield path
         else:
-            raise AuditInputError(f"{path}: no such file or directory")
+            yield InputProblem(path, f"{path}: no such file or directory")
 
 
-def read_documents(path: str, stdin: TextIO) -> Iterator[Document]:
-    """The objects in one file ('-': stdin), one at a time, `kind: List` items expanded."""
+Item = Document | InputProblem
+
+
+def read_documents(path: str, stdin: TextIO, limits: Limits = DEFAULT_LIMITS) -> Iterator[Item]:
+    """The objects in one file ('-': stdin), one at a time, `kind: List` items expanded.
+
+    A document that cannot be read (invalid, too large, aliases that multiply) is yielded as
+    an InputProblem, and reading goes on with the next document where the format allows it
+    (YAML: the next `---`; a JSON stream cannot be resynchronised, so it stops there).
+    """
     if path == STDIN:
-        yield from _yaml_documents(path, stdin)
+        binary = getattr(stdin, "buffer", None)
+        lines = _binary_lines(binary) if binary is not None else _encoded_lines(stdin)
+        yield from _yaml_documents(path, lines, limits)
         return
     try:
         with open(path, "rb") as stream:
             if path.lower().endswith(".json"):
-                yield from _json_documents(path, stream)
+                yield from _json_documents(path, stream, limits)
             else:
-                yield from _yaml_documents(path, stream)
+                yield from _yaml_documents(path, _binary_lines(stream), limits)
     except OSError as exc:
-        raise AuditInputError(f"{path}: cannot read: {exc.strerror}") from None
+        yield InputProblem(path, f"{path}: cannot read: {exc.strerror}")
 
 
-def _yaml_documents(source: str, stream: IO[str] | IO[bytes]) -> Iterator[Document]:
+# YAML is read one document at a time: the stream is cut at document markers (`---` and
+# `...` at the start of a line, which YAML forbids inside any content), each piece is capped
+# in bytes before it is parsed, and libyaml parses each piece on its own. A document that is
+# too large is skipped without being held in memory.
+_READ_SIZE = 64 * 1024
+_DOCUMENT_START = re.compile(rb"---(?:[ \t\r\n]|$)")
+_DOCUMENT_END = re.compile(rb"\.\.\.(?:[ \t\r\n]|$)")
+
+
+def _binary_lines(stream: IO[bytes]) -> Callable[[int], bytes]:
+    return stream.readline
+
+
+def _encoded_lines(stream: IO[str]) -> Callable[[int], bytes]:
+    def readline(limit: int) -> bytes:
+        return stream.readline(limit).encode("utf-8", "surrogateescape")
+
+    return readline
+
+
+@dataclass
+class _Piece:
+    first_line: int  # 0-based line of the file where the piece starts
+    parts: list[bytes] = field(default_factory=list)
+    size: int = 0
+    too_large: bool = False
+    has_content: bool = False  # a document has started (a `---` or a content line)
+
+
+def _pieces(readline: Callable[[int], bytes], limit: int) -> Iterator[_Piece]:
+    """The stream cut into documents; a piece over `limit` bytes keeps no content."""
+    piece = _Piece(0)
+    line = 0  # 0-based line being read
+    at_line_start = True
+    while True:
+        chunk = readline(_READ_SIZE if piece.too_large else limit - piece.size + 1)
+        if not chunk:
+            break
+        starts_line = at_line_start
+        at_line_start = chunk.endswith(b"\n")
+        ends_piece = False
+        # startswith first: the regular expressions run on marker lines only.
+        if starts_line and chunk.startswith(b"---") and _DOCUMENT_START.match(chunk):
+            if piece.has_content:
+                yield piece
+                piece = _Piece(line)
+            piece.has_content = True
+        elif starts_line and chunk.startswith(b"...") and _DOCUMENT_END.match(chunk):
+            ends_piece = True
+        elif starts_line and not piece.has_content:
+            stripped = chunk.strip()
+            piece.has_content = bool(stripped) and stripped[:1] not in (b"#", b"%")
+        if not piece.too_large:
+            piece.size += len(chunk)
+            if piece.size > limit:
+                piece.too_large = True
+                piece.parts = []
+            else:
+                piece.parts.append(chunk)
+        if at_line_start:
+            line += 1
+        if ends_piece:
+            yield piece
+            piece = _Piece(line)
+    if piece.has_content or piece.parts:
+        yield piece
+
+
+def _yaml_documents(
+    source: str, readline: Callable[[int], bytes], limits: Limits
+) -> Iterator[Item]:
+    shown = _shown(source)
+    try:
+        for piece in _pieces(readline, limits.max_document_bytes):
+            where = f"{shown}:{piece.first_line + 1}"
+            if piece.too_large:
+                yield InputProblem(
+                    source,
+                    f"{where}: document larger than {limits.max_document_bytes} bytes"
+                    " (--max-document-bytes)",
+                )
+                continue
+            data = b"".join(piece.parts)
+            if _node_bound(data) > limits.max_document_nodes:
+                yield _too_many_nodes(source, where, limits)
+                continue
+            yield from _yaml_piece(source, data, piece.first_line, limits)
+    except OSError as exc:
+        yield InputProblem(source, f"{shown}: cannot read: {exc.strerror}")
+    except UnicodeError as exc:
+        yield InputProblem(source, f"{shown}: not readable as text: {_one_line(str(exc))}")
+
+
+def _node_bound(data: bytes | str) -> int:
+    """At least as many as the nodes of a YAML or JSON document: every node but the first
+    follows one of these characters (counted in C: milliseconds for megabytes)."""
+    if isinstance(data, str):
+        return 1 + sum(data.count(mark) for mark in "\n,[{-:?")
+    return 1 + sum(data.count(mark) for mark in (b"\n", b",", b"[", b"{", b"-", b":", b"?"))
+
+
+def _too_many_nodes(source: str, where: str, limits: Limits) -> InputProblem:
+    return InputProblem(
+        source,
+        f"{where}: document of more than {limits.max_document_nodes} nodes (maps, lists and"
+        " values; --max-document-nodes)",
+    )
+
+
+def _yaml_piece(source: str, data: bytes, offset: int, limits: Limits) -> Iterator[Item]:
+    shown = _shown(source)
     # What yaml.safe_load_all does, keeping each document's node for its line number.
-    loader = _Loader(stream)
+    loader = _Loader(data)
     try:
         while loader.check_node():
             node = loader.get_node()
-            yield from _expand(source, loader.construct_document(node), node, None)
+            # Aliases need an anchor (`&`) and a reference (`*`): most documents have neither.
+            if node is not None and b"&" in data and b"*" in data:
+                refused = _alias_problem(node, data, limits.max_alias_nodes)
+                if refused is not None:
+                    anchor_line, problem = refused
+                    yield InputProblem(source, f"{shown}:{anchor_line + offset}: {problem}")
+                    continue
+            yield from _expand(source, loader.construct_document(node), node, None, offset)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        line = f":{mark.line + 1}" if mark is not None else ""
+        line = f":{mark.line + 1 + offset}" if mark is not None else f":{offset + 1}"
         problem = exc.problem or exc.context or "malformed document"
-        raise AuditInputError(f"{_shown(source)}{line}: invalid YAML: {problem}") from None
+        yield InputProblem(source, f"{shown}{line}: invalid YAML: {_one_line(problem)}")
     except yaml.reader.ReaderError as exc:
         problem = f"{exc.reason} at byte {exc.position}"
-        raise AuditInputError(f"{_shown(source)}: not readable as text: {problem}") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        problem = " ".join(str(exc).split())  # the message must stay on one line
-        raise AuditInputError(f"{_shown(source)}: invalid YAML: {problem}") from None
+        yield InputProblem(source, f"{shown}:{offset + 1}: not readable as text: {problem}")
+    except (yaml.YAMLError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        # ValueError: an integer of more digits than Python converts (sys.int_info).
+        yield InputProblem(
+            source, f"{shown}:{offset + 1}: invalid YAML: {_one_line(str(exc)) or type(exc)}"
+        )
     finally:
         loader.dispose()
 
 
-def _json_documents(source: str, stream: IO[bytes]) -> Iterator[Document]:
-    # YAML parsers refuse some valid JSON (tab indentation), so JSON is read as JSON.
-    try:
-        body = json.load(stream)
-    except json.JSONDecodeError as exc:
-        raise AuditInputError(f"{source}:{exc.lineno}: invalid JSON: {exc.msg}") from None
-    except UnicodeDecodeError as exc:
-        raise AuditInputError(f"{source}: invalid JSON: {exc}") from None
-    yield from _expand(source, body, None, 1)
+_ANCHOR = re.compile(r"&([^\s\[\]{},]+)")
+
+
+def _alias_problem(root: yaml.Node, data: bytes, budget: int) -> tuple[int, str] | None:
+    """Why the aliases of a document are refused (line in `data`, reason), or None.
+
+    Counts the nodes the document expands to, each alias counted as a copy of its anchor,
+    without expanding anything (the composed nodes are shared); refuses a recursive alias,
+    and aliases that add more than `budget` nodes.
+    """
+    sizes: dict[int, int] = {}  # id(node) -> nodes it expands to
+    uses: dict[int, int] = {}  # id(node) -> times it is reached again through an alias
+    nodes: dict[int, yaml.Node] = {}
+    pending: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        children = _children(node)
+        if children_done:
+            sizes[key] = 1 + sum(sizes[id(child)] for child in children)
+            pending.discard(key)
+            continue
+        if key in sizes or key in pending:
+            if key in pending:
+                return _anchor_line(node), f"recursive YAML alias {_alias_name(node, data)}"
+            uses[key] = uses.get(key, 0) + 1
+            continue
+        nodes[key] = node
+        pending.add(key)
+        stack.append((node, True))
+        stack.extend((child, False) for child in reversed(children))
+    added = sum(sizes[key] * count for key, count in uses.items())
+    if added <= budget:
+        return None
+    worst = max(uses, key=lambda key: sizes[key] * uses[key])
+    node = nodes[worst]
+    return (
+        _anchor_line(node),
+        f"YAML aliases expand to more than {budget} nodes (alias {_alias_name(node, data)}"
+        f" used {uses[worst]} times); refusing to expand them",
+    )
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [item for pair in node.value for item in pair]
+    return []
+
+
+def _anchor_line(node: yaml.Node) -> int:
+    return node.start_mark.line + 1
+
+
+def _alias_name(node: yaml.Node, data: bytes) -> str:
+    mark = node.start_mark
+    lines = data.split(b"\n", mark.line + 1)
+    text = lines[mark.line].decode("utf-8", "replace") if mark.line < len(lines) else ""
+    found = _ANCHOR.match(text, mark.column)
+    return f"*{found.group(1)}" if found else f"(anchored at column {mark.column + 1})"
+
+
+def _json_documents(source: str, stream: IO[bytes], limits: Limits) -> Iterator[Item]:
+    """A JSON value, or several one after the other (as kubectl reads them); YAML parsers
+    refuse some valid JSON (tab indentation), so JSON is read as JSON."""
+    decoder = json.JSONDecoder()
+    text_of = codecs.getincrementaldecoder("utf-8-sig")()
+    limit = limits.max_document_bytes
+    buffer = ""
+    line = 1  # line of buffer[0]
+    eof = False
+    want = _READ_SIZE
+    while True:
+        start = len(buffer) - len(buffer.lstrip(" \t\r\n"))
+        line += buffer.count("\n", 0, start)
+        buffer = buffer[start:]
+        if not buffer and eof:
+            return
+        complete = None
+        if buffer:
+            try:
+                complete = decoder.raw_decode(buffer)
+            except json.JSONDecodeError as exc:
+                if eof or len(buffer) > limit:
+                    yield _json_problem(source, line, exc, len(buffer) > limit, limit)
+                    return
+            except (ValueError, RecursionError) as exc:
+                yield InputProblem(source, f"{source}:{line}: invalid JSON: {_one_line(str(exc))}")
+                return
+        if complete is None:  # more to read
+            try:
+                chunk = stream.read(want)
+                buffer += text_of.decode(chunk, final=not chunk)
+            except UnicodeDecodeError as exc:
+                yield InputProblem(source, f"{source}: invalid JSON: {_one_line(str(exc))}")
+                return
+            eof = not chunk
+            want = max(want, len(buffer))  # doubling: each value is parsed O(log n) times
+            if want > _READ_SIZE and _node_bound(buffer) > limits.max_document_nodes:
+                yield _too_many_nodes(source, f"{source}:{line}", limits)
+                return
+            continue
+        body, end = complete
+        if end > limit:
+            yield InputProblem(
+                source,
+                f"{source}:{line}: document larger than {limit} bytes (--max-document-bytes)",
+            )
+            return
+        yield from _expand(source, body, None, line, 0)
+        line += buffer.count("\n", 0, end)
+        buffer = buffer[end:]
+
+
+def _json_problem(
+    source: str, line: int, exc: json.JSONDecodeError, too_large: bool, limit: int
+) -> InputProblem:
+    if too_large:
+        return InputProblem(
+            source, f"{source}:{line}: document larger than {limit} bytes (--max-document-bytes)"
+        )
+    return InputProblem(source, f"{source}:{line + exc.lineno - 1}: invalid JSON: {exc.msg}")
 
 
 def _is_list(body: Any) -> bool:
@@ -186,23 +472,39 @@ def _item_nodes(node: yaml.Node | None) -> list[yaml.Node]:
     return []
 
 
-def _expand(source: str, body: Any, node: yaml.Node | None, line: int | None) -> Iterator[Document]:
-    if body is None:  # an empty document, or `---` at the end of a file
-        return
-    if node is not None:
-        line = node.start_mark.line + 1
-    if not _is_list(body):
-        yield Document(source, line, body)
-        return
-    item_nodes = _item_nodes(node)
-    for index, item in enumerate(body["items"]):
-        item_node = item_nodes[index] if index < len(item_nodes) else None
-        yield from _expand(source, item, item_node, None)
+def _expand(
+    source: str, body: Any, node: yaml.Node | None, line: int | None, offset: int
+) -> Iterator[Document]:
+    """The objects of one document, nested `kind: List` items expanded in order, without
+    recursion (nesting is bounded by the parser, but not by Python's stack)."""
+    stack: list[Iterator[tuple[Any, yaml.Node | None, int | None]]] = [iter([(body, node, line)])]
+    while stack:
+        entry = next(stack[-1], None)
+        if entry is None:
+            stack.pop()
+            continue
+        body, node, line = entry
+        if body is None:  # an empty document, or `---` at the end of a file
+            continue
+        if node is not None:
+            line = node.start_mark.line + 1 + offset
+        if not _is_list(body):
+            yield Document(source, line, body)
+            continue
+        item_nodes = _item_nodes(node)
+        stack.append(
+            (item, item_nodes[index] if index < len(item_nodes) else None, None)
+            for index, item in enumerate(body["items"])
+        )
 
 
 def load_checklist_config(baseline_file: str, stdin: TextIO) -> ChecklistConfig:
     """The checklist configuration of the one SecurityBaseline in a file."""
-    documents = [document.body for document in read_documents(baseline_file, stdin)]
+    documents = []
+    for item in read_documents(baseline_file, stdin):
+        if isinstance(item, InputProblem):
+            raise AuditInputError(item.message)
+        documents.append(item.body)
     shown = _shown(baseline_file)
     if len(documents) != 1:
         raise AuditInputError(
@@ -232,22 +534,39 @@ def object_ref(body: Mapping[str, Any]) -> ObjectRef:
     )
 
 
-def audit_documents(documents: Iterable[Document], config: ChecklistConfig) -> AuditReport:
-    """Run the checklist on every workload in the stream; keep only the findings."""
+def audit_documents(
+    documents: Iterable[Item], config: ChecklistConfig, limits: Limits = DEFAULT_LIMITS
+) -> AuditReport:
+    """Run the checklist on every workload in the stream; keep only the findings.
+
+    Raises AuditLimitError when the stream holds more objects, or yields more findings,
+    than `limits` allow.
+    """
     report = AuditReport()
     for document in documents:
+        if isinstance(document, InputProblem):
+            report.problems.append(document)
+            continue
         report.objects += 1
+        if report.objects > limits.max_objects:
+            raise AuditLimitError(
+                f"{_shown(document.source)}: more than {limits.max_objects} objects"
+                " (List items counted one by one; --max-objects)"
+            )
         body = document.body
         template = pod_template_of(body) if isinstance(body, Mapping) else None
         if template is None:
             continue
         report.workloads += 1
-        findings = check_pod(*template, config)
-        if findings:
-            ref = object_ref(body)
-            report.findings.extend(
-                LocatedFinding(document.source, document.line, ref, finding) for finding in findings
-            )
+        ref = None
+        for finding in iter_pod_findings(*template, config):
+            if len(report.findings) >= limits.max_findings:
+                raise AuditLimitError(
+                    f"{_shown(document.source)}: more than {limits.max_findings} findings"
+                    " (--max-findings)"
+                )
+            ref = ref or object_ref(body)
+            report.findings.append(LocatedFinding(document.source, document.line, ref, finding))
     return report
 
 
@@ -256,16 +575,20 @@ def audit_documents(documents: Iterable[Document], config: ChecklistConfig) -> A
 
 
 def summary_line(report: AuditReport) -> str:
+    skipped = ""
+    if report.problems:
+        unread = len({problem.source for problem in report.problems})
+        skipped = f"; {_count(unread, 'input')} not audited, see the errors"
     if not report.findings:
         workloads = _count(report.workloads, "workload")
-        return f"no findings in {workloads} ({report.objects} objects read)"
+        return f"no findings in {workloads} ({report.objects} objects read{skipped})"
     severities = ", ".join(
         f"{count} {severity}" for severity, count in report.by_severity().items() if count
     )
     affected = len({(located.source, located.line, located.object) for located in report.findings})
     return (
         f"{_count(len(report.findings), 'finding')} ({severities}) in {affected} of"
-        f" {_count(report.workloads, 'workload')} ({report.objects} objects read)"
+        f" {_count(report.workloads, 'workload')} ({report.objects} objects read{skipped})"
     )
 
 
@@ -319,7 +642,8 @@ def render_json(report: AuditReport, fail_on: Severity | None) -> str:
             "findings": len(report.findings),
             "bySeverity": {str(severity): n for severity, n in report.by_severity().items()},
             "failOn": str(fail_on) if fail_on is not None else None,
-            "failed": report.fails(fail_on),
+            "failed": report.fails(fail_on) or bool(report.problems),
+            "errors": [problem.message for problem in report.problems],
         },
     }
     return json.dumps(document, indent=2) + "\n"
@@ -412,6 +736,16 @@ def render_sarif(report: AuditReport) -> dict[str, Any]:
                     }
                 },
                 "results": results,
+                # Inputs that could not be read: the run is incomplete, and says why.
+                "invocations": [
+                    {
+                        "executionSuccessful": not report.problems,
+                        "toolExecutionNotifications": [
+                            {"level": "error", "message": {"text": problem.message}}
+                            for problem in report.problems
+                        ],
+                    }
+                ],
             }
         ],
     }
@@ -428,10 +762,15 @@ def run_audit(
     fail_on: Severity | None,
     stdin: TextIO,
     stdout: TextIO,
+    stderr: TextIO | None = None,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> int:
-    """Audit the inputs and print the report; 1 when a finding reaches fail_on, else 0.
+    """Audit the inputs and print the report: 1 when a finding reaches fail_on, else 0; 2 when
+    some input could not be audited (each problem is a line on stderr, the report covers the
+    rest).
 
-    Raises AuditInputError for input that cannot be audited; nothing is printed then.
+    Raises AuditInputError when the run cannot proceed (bad options or baseline, a run-wide
+    cap reached); nothing is printed on stdout then.
     """
     if output not in OUTPUT_FORMATS:
         raise AuditInputError(f"unknown output format {output!r}: use {', '.join(OUTPUT_FORMATS)}")
@@ -444,14 +783,30 @@ def run_audit(
         if baseline_file is not None
         else ChecklistConfig.from_baseline(None)
     )
-    documents = (
-        document for path in expand_paths(paths) for document in read_documents(path, stdin)
-    )
-    report = audit_documents(documents, config)
+    errors = stderr if stderr is not None else _DiscardErrors()
+    report = audit_documents(_read_all(paths, stdin, limits, errors), config, limits)
     if output == "table":
         stdout.write(render_table(report))
     elif output == "json":
         stdout.write(render_json(report, fail_on))
     else:
         stdout.write(json.dumps(render_sarif(report), indent=2) + "\n")
+    if report.problems:
+        return 2
     return 1 if report.fails(fail_on) else 0
+
+
+class _DiscardErrors:
+    def write(self, text: str) -> int:
+        return len(text)
+
+
+def _read_all(paths: Sequence[str], stdin: TextIO, limits: Limits, errors: Any) -> Iterator[Item]:
+    """Every document of every path; each problem is also written to `errors` at once, so
+    that it is seen even when a cap stops the run later."""
+    for path in expand_paths(paths):
+        items = [path] if isinstance(path, InputProblem) else read_documents(path, stdin, limits)
+        for item in items:
+            if isinstance(item, InputProblem):
+                errors.write(f"error: {item.message}\n")
+            yield item

@@ -257,6 +257,9 @@ WORKLOAD_KINDS: frozenset[str] = frozenset(
         "ReplicationController",
         "Job",
         "CronJob",
+        # Nothing runs from a PodTemplate itself, but controllers and people copy it into
+        # pods, so the offline audit checks it like any other pod template.
+        "PodTemplate",
     }
 )
 
@@ -288,12 +291,15 @@ def _sequence(value: Any) -> Sequence[Any]:
 
 
 def pod_template_of(obj: Mapping[str, Any]) -> tuple[Mapping[str, Any], Mapping[str, Any]] | None:
-    """(pod metadata, pod spec) of a Pod or of a workload's pod template; None otherwise."""
+    """(pod metadata, pod spec) of a Pod, a PodTemplate or a workload's pod template; None
+    otherwise."""
     kind = obj.get("kind")
     if kind not in WORKLOAD_KINDS:
         return None
     if kind == "Pod":
         pod: Mapping[str, Any] = obj
+    elif kind == "PodTemplate":
+        pod = _mapping(obj.get("template"))
     elif kind == "CronJob":
         job_spec = _mapping(_mapping(_mapping(obj.get("spec")).get("jobTemplate")).get("spec"))
         pod = _mapping(job_spec.get("template"))
@@ -305,7 +311,7 @@ def pod_template_of(obj: Mapping[str, Any]) -> tuple[Mapping[str, Any], Mapping[
     return _mapping(pod.get("metadata")), spec
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Container:
     list_name: str  # containers | initContainers | ephemeralContainers
     name: str
@@ -586,6 +592,13 @@ def check_pod(
     metadata: Mapping[str, Any], spec: Mapping[str, Any], config: ChecklistConfig
 ) -> list[Finding]:
     """Every checklist finding for one pod spec, in check order, then container order."""
+    return list(iter_pod_findings(metadata, spec, config))
+
+
+def iter_pod_findings(
+    metadata: Mapping[str, Any], spec: Mapping[str, Any], config: ChecklistConfig
+) -> Iterator[Finding]:
+    """check_pod, one finding at a time: a caller with a budget can stop early."""
     windows = _mapping(spec.get("os")).get("name") == "windows"
     pod = _Pod(
         labels=_mapping(metadata.get("labels")),
@@ -597,7 +610,8 @@ def check_pod(
         user_namespace=spec.get("hostUsers") is False,
     )
     checks = _WINDOWS_CHECK_FUNCTIONS if windows else _CHECK_FUNCTIONS.values()
-    return [finding for check in checks for finding in check(pod)]
+    for check in checks:
+        yield from check(pod)
 
 
 def check_object(obj: Mapping[str, Any], config: ChecklistConfig) -> list[Finding]:
