@@ -148,3 +148,23 @@ def test_paths_become_uri_references(tmp_path: Path) -> None:
     assert schema_errors(log) == []
     uri = log["runs"][0]["results"][0]["locations"][0]["physicalLocation"]["artifactLocation"]
     assert uri["uri"].endswith("/with%20space/pod%231.yaml")
+
+
+def test_unread_input_makes_the_run_unsuccessful_and_says_why(tmp_path: Path) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: a}]}\n"
+    )
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("kind: Pod\n  bad: indentation\n")
+    log = sarif([str(good), str(bad)])
+    assert schema_errors(log) == []
+    (run,) = log["runs"]
+    assert run["results"]  # the readable file is still reported
+    (invocation,) = run["invocations"]
+    assert invocation["executionSuccessful"] is False
+    (notification,) = invocation["toolExecutionNotifications"]
+    assert notification["level"] == "error"
+    assert notification["message"]["text"].startswith(f"{bad}:")
+    clean = sarif([str(good)])["runs"][0]["invocations"]
+    assert clean == [{"executionSuccessful": True, "toolExecutionNotifications": []}]
