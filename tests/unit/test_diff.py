@@ -13,7 +13,7 @@ from baseline_operator.policy.diff import (
     ApplyReason,
     NamespaceState,
     OwnerState,
-    covers,
+    Repair,
     desired_hash,
     diff_namespace,
     observe,
@@ -48,8 +48,14 @@ def namespace(
     return NamespaceState(NS, "uid-ns", labels or {}, terminating=False, owned_label_keys=owned)
 
 
+OPERATOR_APPLY = {"manager": "baseline-operator", "operation": "Apply", "fieldsV1": {}}
+
+
 def live(body: dict[str, Any], uid: str = "uid-1", extra: dict[str, Any] | None = None) -> Any:
-    copied = {**body, "metadata": {**body["metadata"], "uid": uid, "resourceVersion": "7"}}
+    """As the operator's own apply left it: managedFields name its field manager."""
+    metadata = {**body["metadata"], "uid": uid, "resourceVersion": "7"}
+    metadata["managedFields"] = [OPERATOR_APPLY]
+    copied = {**body, "metadata": metadata}
     if extra:
         copied["spec"] = {**copied["spec"], **extra}
     return observe(copied)
@@ -91,14 +97,21 @@ def test_an_edited_object_is_repaired() -> None:
     assert apply.reason is ApplyReason.UPDATE
 
 
-def test_a_changed_baseline_updates_even_where_the_server_keeps_more() -> None:
-    # The live object still covers the new desired body, but the digest says it changed.
+def test_a_changed_baseline_updates() -> None:
     old = policy("prod-default-deny")
-    new_body = {**old.body, "spec": {"podSelector": {}}}
+    new_body = {**old.body, "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}}
     new = DesiredObject(old.ref, new_body, "prod")
     observed = {old.ref: live(as_applied(old))}
     (apply,) = diff_namespace({}, (new,), namespace(), observed, ACTIVE).applies
     assert apply.reason is ApplyReason.UPDATE
+    assert apply.repair is Repair.APPLY  # only the operator wrote it: an apply suffices
+
+
+def test_a_baseline_change_to_what_the_server_defaults_anyway_is_no_write() -> None:
+    old = policy("prod-default-deny")
+    same = DesiredObject(old.ref, {**old.body, "spec": {"podSelector": {}}}, "prod")
+    observed = {old.ref: live(as_applied(old))}
+    assert diff_namespace({}, (same,), namespace(), observed, ACTIVE).in_place
 
 
 def foreign(desired: DesiredObject, **spec: Any) -> Any:
@@ -254,50 +267,6 @@ def test_owned_label_keys_come_from_apply_entries_of_our_manager() -> None:
     assert owned_label_keys(None, "baseline-operator") is None
 
 
-@pytest.mark.parametrize(
-    ("actual", "desired", "expected"),
-    [
-        ("500m", "0.5", True),
-        ("1Gi", "1024Mi", True),
-        ("2", 2, True),
-        ("50", "51", False),
-        (True, 1, False),
-        ({"a": 1, "b": 2}, {"a": 1}, True),
-        ({"a": 1}, {"a": 1, "b": {}}, True),
-        ({"a": 1}, {"a": 1, "b": 2}, False),
-        ([1, 2], [1], False),
-        (None, [], True),
-    ],
-)
-def test_covers(actual: Any, desired: Any, expected: bool) -> None:
-    assert covers(actual, desired) is expected
-
-
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-5, 5) | st.text(max_size=4),
-    lambda children: (
-        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=3), children, max_size=3)
-    ),
-    max_leaves=12,
-)
-
-
-@given(json_values)
-def test_everything_covers_itself(value: Any) -> None:
-    assert covers(value, value)
-
-
-@given(
-    st.dictionaries(st.text(max_size=3), json_values, max_size=4),
-    st.dictionaries(st.text(max_size=3), json_values, max_size=4),
-)
-def test_server_additions_never_look_like_drift(
-    desired: dict[str, Any], extra: dict[str, Any]
-) -> None:
-    actual = {**extra, **desired}
-    assert covers(actual, desired)
-
-
 @given(st.lists(st.sampled_from(["prod", "org", "team"]), max_size=3, unique=True), st.booleans())
 def test_no_delete_is_ever_planned_for_an_unlabelled_object(
     owners_present: list[str], forced: bool
@@ -307,3 +276,94 @@ def test_no_delete_is_ever_planned_for_an_unlabelled_object(
     adopt = AdoptPolicy.FORCE if forced else AdoptPolicy.NEVER
     owners = {name: OwnerState(adopt=adopt, active=False) for name in owners_present}
     assert diff_namespace({}, (), namespace(), observed, owners).deletes == ()
+
+
+# ----------------------------------------------------------------------------- ownership, repair
+
+
+def _with_managers(body: dict[str, Any], *managers: str) -> Any:
+    metadata = {**body["metadata"], "uid": "uid-1", "resourceVersion": "9"}
+    metadata["managedFields"] = [
+        {"manager": manager, "operation": "Apply" if manager == "baseline-operator" else "Update"}
+        for manager in managers
+    ]
+    return observe({**body, "metadata": metadata})
+
+
+def test_a_field_another_manager_added_is_repaired_by_a_replace() -> None:
+    # Issue 7, item 1: `kubectl patch` narrows the default deny's podSelector.
+    wanted = policy("prod-default-deny")
+    body = as_applied(wanted)
+    narrowed = {**body, "spec": {**body["spec"], "podSelector": {"matchLabels": {"x": "y"}}}}
+    observed = {wanted.ref: _with_managers(narrowed, "baseline-operator", "kubectl-patch")}
+    (apply,) = diff_namespace({}, (wanted,), namespace(), observed, ACTIVE).applies
+    assert apply.reason is ApplyReason.UPDATE
+    assert apply.repair is Repair.REPLACE
+    assert apply.resource_version == "9"
+
+
+def test_a_replace_keeps_the_finalizers_of_others() -> None:
+    wanted = policy("prod-default-deny")
+    body = as_applied(wanted)
+    body = {**body, "metadata": {**body["metadata"], "finalizers": ["example.com/x"]}}
+    edited = {**body, "spec": {**body["spec"], "ingress": [{}]}}
+    observed = {wanted.ref: _with_managers(edited, "baseline-operator", "kubectl-edit")}
+    (apply,) = diff_namespace({}, (wanted,), namespace(), observed, ACTIVE).applies
+    assert apply.finalizers == ("example.com/x",)
+
+
+def test_a_copy_carrying_the_labels_is_reported_never_deleted() -> None:
+    # Issue 7, item 4: a tenant copies a generated RoleBinding under another name.
+    copied = policy("my-own-policy")
+    observed = {copied.ref: _with_managers(copied.body, "kubectl-create")}
+    changes = diff_namespace({}, (), namespace(), observed, ACTIVE)
+    assert changes.deletes == ()
+    (conflict,) = changes.conflicts
+    assert conflict.ref == copied.ref and conflict.baseline == "prod"
+    assert "left alone" in conflict.message
+
+
+def test_a_generated_name_without_the_operators_apply_is_not_deleted() -> None:
+    lookalike = policy("prod-ingress-web")
+    observed = {lookalike.ref: _with_managers(lookalike.body, "kubectl-create")}
+    changes = diff_namespace({}, (), namespace(), observed, ACTIVE)
+    assert changes.deletes == () and len(changes.conflicts) == 1
+
+
+def test_an_operator_applied_object_of_a_name_it_does_not_generate_is_not_deleted() -> None:
+    odd = policy("something-else")
+    observed = {odd.ref: _with_managers(odd.body, "baseline-operator")}
+    changes = diff_namespace({}, (), namespace(), observed, ACTIVE)
+    assert changes.deletes == () and len(changes.conflicts) == 1
+
+
+def test_a_labelled_object_at_a_wanted_name_without_the_operators_apply_is_foreign() -> None:
+    wanted = policy("prod-default-deny")
+    widened = {**wanted.body, "spec": {**wanted.body["spec"], "ingress": [{}]}}
+    observed = {wanted.ref: _with_managers(widened, "kubectl-create")}
+    changes = diff_namespace({}, (wanted,), namespace(), observed, ACTIVE)
+    assert changes.applies == ()
+    assert "not made by baseline-operator" in changes.conflicts[0].message
+
+
+def test_if_identical_refuses_a_widened_object() -> None:
+    wanted = policy("prod-default-deny")
+    owners = {"prod": OwnerState(adopt=AdoptPolicy.IF_IDENTICAL, active=True)}
+    widened = foreign(wanted, podSelector={"matchLabels": {"nothing": "here"}})
+    changes = diff_namespace({}, (wanted,), namespace(), {wanted.ref: widened}, owners)
+    assert changes.applies == () and len(changes.conflicts) == 1
+
+
+def test_force_replaces_a_different_foreign_object() -> None:
+    wanted = policy("prod-default-deny")
+    owners = {"prod": OwnerState(adopt=AdoptPolicy.FORCE, active=True)}
+    observed = {wanted.ref: foreign(wanted, ingress=[{}])}
+    (apply,) = diff_namespace({}, (wanted,), namespace(), observed, owners).applies
+    assert apply.reason is ApplyReason.ADOPT and apply.repair is Repair.REPLACE
+
+
+def test_observations_keep_no_body() -> None:
+    observed = live(as_applied(policy("prod-default-deny")))
+    assert not hasattr(observed, "body") and not hasattr(observed, "__dict__")
+    assert observed.operator_applied and not observed.other_managers
+    assert observed.field_digests == {}

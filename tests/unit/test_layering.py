@@ -9,6 +9,7 @@ import pytest
 
 from baseline_operator.api.resource import SecurityBaseline
 from baseline_operator.policy.layering import NamespacePlan, Supersession, plan_namespace
+from baseline_operator.policy.names import could_generate, object_name
 from baseline_operator.policy.objects import Ownership
 from tests.unit.conftest import by_name, make_baseline
 
@@ -357,3 +358,32 @@ def test_the_plan_does_not_depend_on_input_order() -> None:
 def test_two_baselines_of_the_same_name_are_refused() -> None:
     with pytest.raises(ValueError, match="distinct names"):
         _plan(make_baseline("org"), make_baseline("org", priority=1))
+
+
+@pytest.mark.parametrize(
+    ("kind", "name", "generated"),
+    [
+        ("NetworkPolicy", "prod-default-deny", True),
+        ("NetworkPolicy", "prod-ingress-web", True),
+        ("NetworkPolicy", "prod-ingress-", False),
+        ("NetworkPolicy", "production-default-deny", False),
+        ("Role", "prod-sa.app", True),
+        ("Role", "prod-sa-app", True),  # the name an older release gave it
+        ("Role", "prod-admins", False),
+        ("RoleBinding", "prod-admins", True),
+        ("RoleBinding", "my-admins", False),
+        ("ServiceAccount", "anything", True),
+        ("LimitRange", "prod-limits", True),
+        ("ResourceQuota", "prod-quota-2", False),
+    ],
+)
+def test_which_names_a_baseline_generates(kind: str, name: str, generated: bool) -> None:
+    assert could_generate("prod", kind, name) is generated
+
+
+def test_hashed_names_are_recognised_as_generated() -> None:
+    baseline = "a" * 50
+    name = object_name(baseline, "ingress-" + "b" * 30)
+    assert len(name) == 63
+    assert could_generate(baseline, "NetworkPolicy", name)
+    assert not could_generate("other", "NetworkPolicy", name)

@@ -55,11 +55,13 @@ def test_default_deny_lists_the_denied_directions_ingress_first(
 
 def test_rules_added_to_a_generated_policy_show_as_drift() -> None:
     """An empty rule list is stated, so an allow-all rule someone adds is drift to repair."""
-    from baseline_operator.policy.diff import covers
+    from baseline_operator.policy.normalize import essence_digest
 
-    spec = _policies(defaultDeny=["Ingress"])["NetworkPolicy prod-default-deny"]["spec"]
-    assert covers({"podSelector": {}, "policyTypes": ["Ingress"]}, spec)
-    assert not covers({"podSelector": {}, "policyTypes": ["Ingress"], "ingress": [{}]}, spec)
+    body = _policies(defaultDeny=["Ingress"])["NetworkPolicy prod-default-deny"]
+    as_served = {**body, "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}}
+    widened = {**body, "spec": {**as_served["spec"], "ingress": [{}]}}
+    assert essence_digest("NetworkPolicy", as_served) == essence_digest("NetworkPolicy", body)
+    assert essence_digest("NetworkPolicy", widened) != essence_digest("NetworkPolicy", body)
 
 
 def test_no_default_deny_without_directions() -> None:

@@ -2,11 +2,19 @@
 
 `diff_namespace` compares a NamespacePlan with the objects observed in the
 namespace (from watches, never from reads per object) and returns the writes:
-server-side applies, deletes with a uid precondition, and conflicts to report.
+applies (server-side apply or replace), deletes with a uid precondition, and
+conflicts to report.
 Its rules are the safety rules of DESIGN.md:
 
-- only objects carrying the managed-by label are ever deleted or overwritten;
-  an object of a wanted name without it is a conflict unless `adopt` allows;
+- an object is in place when it does exactly what the desired one does: their
+  essences (policy.normalize: after the server's defaulting, every field that acts,
+  not only those the operator sent) are equal; a repair over fields another manager
+  wrote is a replace (`Repair.REPLACE`), which server-side apply cannot do;
+- only objects the operator made are deleted or overwritten as its own: the
+  managed-by label (which anyone can copy) *and* the operator's field manager in
+  managedFields *and* a name the baseline generates; anything else carrying the
+  labels is a conflict, and an object of a wanted name that the operator did not
+  make is a conflict unless `adopt` allows (`IfIdentical`: the same essence);
 - objects of a baseline the operator cannot judge right now (an invalid spec,
   Audit mode, a baseline it does not know) stay exactly as they are;
 - a namespace leaving a baseline, or a baseline being deleted, removes that
@@ -23,32 +31,49 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from baseline_operator.api.fields import parse_quantity
 from baseline_operator.api.spec import AdoptPolicy, CleanupPolicy
 from baseline_operator.policy.names import (
     APPLIED_PREFIX,
     DESIRED_HASH_KEY,
     FIELD_MANAGER,
+    could_generate,
     is_managed,
     owning_baseline,
 )
+from baseline_operator.policy.normalize import essence_digest, field_digests
 from baseline_operator.policy.objects import Body, DesiredObject, ObjectRef, Ownership
 from baseline_operator.policy.podsecurity import PSA_PREFIX, merge_stricter
 
 # ----------------------------------------------------------------------------- observations
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ObservedObject:
-    """An object as a watch last saw it, reduced to what the diff needs."""
+    """An object as a watch last saw it, reduced to what the diff needs.
+
+    Compact on purpose (tens of thousands are kept): no body, only its essence's digest
+    (policy.normalize) and the facts that decide ownership and how to write over it.
+    """
 
     ref: ObjectRef
     uid: str | None
     labels: Mapping[str, str]
-    body: Body = field(compare=False, hash=False)
+    # policy.normalize.essence_digest of the object: what it does, after defaulting.
+    essence: str = ""
+    # Its managedFields show a write by the operator's field manager: the proof that the
+    # operator made it (labels can be copied by anyone; managedFields cannot be forged
+    # under another's name without writing as that manager, which the protect policy
+    # refuses to anyone but the operator).
+    operator_applied: bool = False
+    # Another field manager wrote it too: a server-side apply cannot take back fields
+    # another manager owns, so a repair must replace the whole object.
+    other_managers: bool = False
     # Top-level fields the operator's field manager owns by server-side apply (from
     # managedFields); what it set on objects it does not own, e.g. the default ServiceAccount.
     owned_fields: frozenset[str] = frozenset()
+    # Per top-level essence field digests, kept for objects the operator does not own
+    # (it compares only the fields it sets there); empty for its own objects.
+    field_digests: Mapping[str, str] = field(default_factory=dict)
     # What a PUT over this object must carry: the version it replaces, and finalizers of
     # others (the External Secrets Operator's), which are not the operator's to drop.
     resource_version: str | None = None
@@ -56,48 +81,46 @@ class ObservedObject:
 
     @property
     def managed(self) -> bool:
+        """It carries the managed-by label (which anyone can copy: see `operator_applied`)."""
         return is_managed(dict(self.labels))
 
     @property
     def owner(self) -> str | None:
         return owning_baseline(dict(self.labels))
 
-    @property
-    def desired_hash(self) -> str | None:
-        annotations = (self.body.get("metadata") or {}).get("annotations") or {}
-        value = annotations.get(DESIRED_HASH_KEY)
-        return value if isinstance(value, str) else None
-
-
-_VOLATILE_METADATA = (
-    "managedFields",
-    "resourceVersion",
-    "generation",
-    "creationTimestamp",
-    "selfLink",
-    "deletionGracePeriodSeconds",
-)
-
 
 def observe(body: Body) -> ObservedObject:
-    """Reduce a watched body: drop status and server bookkeeping, keep what can drift."""
-    metadata = dict(body.get("metadata") or {})
+    """Reduce a watched body to its compact observation."""
+    metadata = body.get("metadata") or {}
     uid = metadata.get("uid")
-    owned = owned_top_fields(metadata.get("managedFields"), FIELD_MANAGER)
+    managed_fields = metadata.get("managedFields")
+    managers = _managers(managed_fields)
     version = metadata.get("resourceVersion")
     finalizers = metadata.get("finalizers") or ()
-    for key in _VOLATILE_METADATA:
-        metadata.pop(key, None)
-    essence = {key: value for key, value in body.items() if key != "status"}
-    essence["metadata"] = metadata
+    labels = dict(metadata.get("labels") or {})
+    kind = str(body.get("kind"))
     return ObservedObject(
         ref=ObjectRef.of(body),
         uid=uid if isinstance(uid, str) else None,
-        labels=dict(metadata.get("labels") or {}),
-        body=essence,
-        owned_fields=owned,
+        labels=labels,
+        essence=essence_digest(kind, body),
+        operator_applied=FIELD_MANAGER in managers,
+        other_managers=bool(managers - {FIELD_MANAGER}),
+        owned_fields=owned_top_fields(managed_fields, FIELD_MANAGER),
+        field_digests={} if is_managed(labels) else field_digests(kind, body),
         resource_version=version if isinstance(version, str) else None,
         finalizers=tuple(str(item) for item in finalizers),
+    )
+
+
+def _managers(managed_fields: Any) -> frozenset[str]:
+    """Field managers that wrote the object itself (writes of its status are not counted)."""
+    if not isinstance(managed_fields, list):
+        return frozenset()
+    return frozenset(
+        str(entry.get("manager"))
+        for entry in managed_fields
+        if isinstance(entry, dict) and entry.get("manager") and not entry.get("subresource")
     )
 
 
@@ -184,11 +207,28 @@ class ApplyReason(StrEnum):
     RELEASE = "release"  # fields the operator set on an object it does not own, given back
 
 
+class Repair(StrEnum):
+    """How to write an Apply."""
+
+    # A server-side apply (field manager baseline-operator): a create, or a change of what
+    # the baseline wants on an object no other field manager wrote.
+    APPLY = "apply"
+    # A replace (PUT) of the whole object carrying `resource_version` (and the finalizers
+    # of others): the object differs from what it should be and another manager wrote it,
+    # so an apply would leave that manager's fields (a widened selector, one more subject)
+    # in place. A conflict (409) means it changed since it was seen: look again.
+    REPLACE = "replace"
+
+
 @dataclass(frozen=True)
 class Apply:
     desired: DesiredObject
     body: Body = field(compare=False)
     reason: ApplyReason
+    repair: Repair = Repair.APPLY
+    # For REPLACE: the version replaced and the finalizers it must keep.
+    resource_version: str | None = None
+    finalizers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -232,7 +272,11 @@ def desired_hash(body: Body) -> str:
 
 
 def with_desired_hash(desired: DesiredObject) -> Body:
-    """The body to apply: the desired object plus its digest (owned objects only)."""
+    """The body to apply: the desired object plus its digest (owned objects only).
+
+    The digest annotation is informative (what the operator last wanted); drift is judged
+    on the essence (`in_sync`), never on it.
+    """
     if desired.ownership is not Ownership.OBJECT:
         return desired.body
     body = json.loads(json.dumps(desired.body))
@@ -241,51 +285,25 @@ def with_desired_hash(desired: DesiredObject) -> Body:
     return dict(body)
 
 
-def covers(actual: Any, desired: Any) -> bool:
-    """Does `actual` hold everything `desired` says (the server may add defaults)?"""
-    if isinstance(desired, dict):
-        if actual is None:
-            return all(_empty(value) for value in desired.values())
-        if not isinstance(actual, dict):
-            return False
-        return all(
-            covers(actual.get(key), value) if key in actual else _empty(value)
-            for key, value in desired.items()
-        )
-    if isinstance(desired, list):
-        if actual is None:
-            return not desired
-        if not isinstance(actual, list) or len(actual) != len(desired):
-            return False
-        return all(covers(a, d) for a, d in zip(actual, desired, strict=True))
-    if actual == desired and type(actual) is type(desired):
-        return True
-    return _same_quantity(actual, desired)
-
-
-def _empty(value: Any) -> bool:
-    return bool(value == {} or value == [])
-
-
-def _same_quantity(actual: Any, desired: Any) -> bool:
-    # The server canonicalises quantities ("0.5" -> "500m", "1024Mi" -> "1Gi").
-    if isinstance(actual, bool) or isinstance(desired, bool):
-        return False
-    if not isinstance(actual, str | int) or not isinstance(desired, str | int):
-        return False
-    try:
-        return bool(parse_quantity(actual) == parse_quantity(desired))
-    except ValueError:
-        return False
-
-
 def in_sync(observed: ObservedObject, desired: DesiredObject) -> bool:
-    """Unchanged since the operator wrote it, and what it wrote is what it still wants."""
-    if desired.ownership is Ownership.OBJECT and observed.desired_hash != desired_hash(
-        desired.body
-    ):
-        return False
-    return covers(observed.body, desired.body)
+    """The live object does exactly what the desired one does (policy.normalize).
+
+    For an object the operator does not own (Ownership.FIELDS), only the fields it sets.
+    """
+    kind = desired.ref.kind.kind
+    if desired.ownership is Ownership.FIELDS:
+        wanted = field_digests(kind, desired.body)
+        fields = [key for key in desired.body if key not in ("apiVersion", "kind", "metadata")]
+        return all(observed.field_digests.get(key) == wanted.get(key) for key in fields)
+    return observed.essence == essence_digest(kind, desired.body)
+
+
+def identical(observed: ObservedObject, desired: DesiredObject) -> bool:
+    """What `adopt: IfIdentical` asks: the same essence, apart from the operator's labels."""
+    kind = desired.ref.kind.kind
+    body = desired.body
+    unlabelled = {**body, "metadata": {**body.get("metadata", {}), "labels": observed.labels}}
+    return observed.essence == essence_digest(kind, unlabelled)
 
 
 # ----------------------------------------------------------------------------- the diff
@@ -302,6 +320,11 @@ def diff_objects(
     `observed` holds the managed objects in scope and any object whose name a
     desired object takes; `owners` describes every baseline the cluster knows
     (a label naming a baseline missing from it belongs to an unknown one).
+
+    The operator rewrites or deletes an object as its own only when it is one it made:
+    its managedFields show the operator's writes (`operator_applied`) and its name is one
+    the baseline generates (`names.could_generate`). Anything else carrying a baseline's
+    labels is a Conflict: reported, never deleted.
     """
     applies: list[Apply] = []
     conflicts: list[Conflict] = []
@@ -313,19 +336,32 @@ def diff_objects(
             applies.append(Apply(item, with_desired_hash(item), ApplyReason.CREATE))
             continue
         if item.ownership is Ownership.FIELDS:
-            if not covers(current.body, item.body):
+            if not in_sync(current, item):
                 applies.append(Apply(item, item.body, ApplyReason.UPDATE))
             continue
-        if current.managed:
-            if not in_sync(current, item):
-                applies.append(Apply(item, with_desired_hash(item), ApplyReason.UPDATE))
+        if _made_by_operator(current):
+            holder = owners.get(current.owner or "")
+            if current.owner == item.baseline or (holder is not None and not holder.frozen):
+                # Its own object, or one layering now gives to this baseline.
+                if not in_sync(current, item):
+                    applies.append(_update(item, current, ApplyReason.UPDATE))
+                continue
+            message = (
+                f"{item.ref} is held by baseline {current.owner}, which the operator cannot"
+                " judge now; left alone"
+            )
+            conflicts.append(Conflict(item.ref, item.baseline, message))
             continue
         policy = owners.get(item.baseline or "", OwnerState()).adopt
         if policy is AdoptPolicy.FORCE or (
-            policy is AdoptPolicy.IF_IDENTICAL
-            and covers(current.body, _without_metadata(item.body))
+            policy is AdoptPolicy.IF_IDENTICAL and identical(current, item)
         ):
-            applies.append(Apply(item, with_desired_hash(item), ApplyReason.ADOPT))
+            repair = (
+                Repair.REPLACE
+                if policy is AdoptPolicy.FORCE and not identical(current, item)
+                else Repair.APPLY
+            )
+            applies.append(_write(item, current, ApplyReason.ADOPT, repair))
         else:
             conflicts.append(Conflict(item.ref, item.baseline, _conflict_message(item, policy)))
 
@@ -336,16 +372,57 @@ def diff_objects(
         if not current.managed:
             if current.owned_fields and release_fields:
                 # Applying just the identity gives up every field the operator set there.
-                bare = DesiredObject(ref, _identity(current.body), None, Ownership.FIELDS)
+                bare = DesiredObject(ref, _identity(ref), None, Ownership.FIELDS)
                 applies.append(Apply(bare, bare.body, ApplyReason.RELEASE))
             continue
         owner = current.owner
         state = owners.get(owner) if owner is not None else None
         if state is None or state.frozen:
             continue  # a baseline the operator cannot judge now: leave its objects alone
-        if state.active or state.cleanup is CleanupPolicy.DELETE:
+        if not (state.active or state.cleanup is CleanupPolicy.DELETE):
+            continue
+        if owner is not None and _made_by_operator(current) and _generates(owner, ref):
             deletes.append(Delete(ref, current.uid, owner))
+        else:
+            conflicts.append(Conflict(ref, owner, _copy_message(ref, owner)))
     return tuple(applies), tuple(deletes), tuple(conflicts)
+
+
+def _made_by_operator(current: ObservedObject) -> bool:
+    return current.managed and current.operator_applied
+
+
+def _generates(baseline: str, ref: ObjectRef) -> bool:
+    return could_generate(baseline, ref.kind.kind, ref.name)
+
+
+def _update(item: DesiredObject, current: ObservedObject, reason: ApplyReason) -> Apply:
+    # Only the operator wrote it: applying the new body removes what it no longer wants.
+    # Someone else wrote it too: only a replace removes their fields.
+    repair = Repair.REPLACE if current.other_managers else Repair.APPLY
+    return _write(item, current, reason, repair)
+
+
+def _write(
+    item: DesiredObject, current: ObservedObject, reason: ApplyReason, repair: Repair
+) -> Apply:
+    if repair is Repair.APPLY:
+        return Apply(item, with_desired_hash(item), reason)
+    return Apply(
+        item,
+        with_desired_hash(item),
+        reason,
+        Repair.REPLACE,
+        resource_version=current.resource_version,
+        finalizers=current.finalizers,
+    )
+
+
+def _copy_message(ref: ObjectRef, owner: str | None) -> str:
+    return (
+        f"{ref} carries the labels of baseline {owner} but is not an object baseline-operator"
+        " made for it (its name or managedFields say otherwise); left alone"
+    )
 
 
 def diff_namespace(
@@ -372,16 +449,11 @@ def diff_namespace(
     )
 
 
-def _identity(body: Body) -> Body:
-    metadata = body.get("metadata") or {}
-    identity: Body = {"name": metadata.get("name")}
-    if metadata.get("namespace"):
-        identity["namespace"] = metadata["namespace"]
-    return {"apiVersion": body.get("apiVersion"), "kind": body.get("kind"), "metadata": identity}
-
-
-def _without_metadata(body: Body) -> Body:
-    return {key: value for key, value in body.items() if key != "metadata"}
+def _identity(ref: ObjectRef) -> Body:
+    identity: Body = {"name": ref.name}
+    if ref.namespace:
+        identity["namespace"] = ref.namespace
+    return {"apiVersion": ref.kind.api_version, "kind": ref.kind.kind, "metadata": identity}
 
 
 def _conflict_message(item: DesiredObject, policy: AdoptPolicy) -> str:

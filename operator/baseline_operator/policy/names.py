@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 
 FIELD_MANAGER = "baseline-operator"
 OPERATOR_NAMESPACE = "baseline-operator-system"
@@ -60,3 +61,44 @@ def object_name(baseline: str, suffix: str) -> str:
     digest = hashlib.sha256(full.encode()).hexdigest()[:_HASH_LENGTH]
     head = full[: MAX_NAME_LENGTH - _HASH_LENGTH - 1].rstrip("-.")
     return f"{head}-{digest}"
+
+
+# Suffixes of the names a baseline generates, per kind ("*" ends a suffix that goes on
+# with a user-given name). Variable parts after a dot (`sa.`) cannot meet another
+# baseline's names; the dashed forms are kept where object names are public (the
+# NetworkPolicies of DESIGN.md) and, for cleanup, where an older release used them.
+GENERATED_SUFFIXES: dict[str, tuple[str, ...]] = {
+    "NetworkPolicy": ("default-deny", "allow-dns", "allow-same-namespace", "ingress-*", "egress-*"),
+    "Role": ("deployer", "sa.*", "sa-*"),
+    "RoleBinding": ("admins", "viewers", "deployers", "sa.*", "sa-*"),
+    "LimitRange": ("limits",),
+    "ResourceQuota": ("quota",),
+    "ValidatingAdmissionPolicy": ("workload-rules", "protect"),
+    "ValidatingAdmissionPolicyBinding": ("workload-rules", "protect"),
+}
+# Kinds whose names come from the spec (a ServiceAccount, an ExternalSecret): any name.
+USER_NAMED_KINDS = frozenset({"ServiceAccount", "ExternalSecret"})
+_HASHED = re.compile(r"^(?P<head>.+)-[0-9a-f]{8}$")
+
+
+def could_generate(baseline: str, kind: str, name: str) -> bool:
+    """Whether `name` is one baseline `baseline` generates, or once generated, for `kind`.
+
+    With proof in managedFields that the operator applied the object, this is what
+    lets it delete or rewrite the object: labels alone can be copied by anyone.
+    """
+    if kind in USER_NAMED_KINDS:
+        return True
+    for suffix in GENERATED_SUFFIXES.get(kind, ()):
+        stem = f"{baseline}-{suffix.removesuffix('*')}"
+        if suffix.endswith("*"):
+            if name.startswith(stem) and len(name) > len(stem):
+                return True
+        elif name == stem:
+            return True
+    # A name shortened with a hash (object_name): its head is the start of the full name.
+    hashed = _HASHED.match(name)
+    if hashed is None or len(name) < MAX_NAME_LENGTH - 4:  # hashed names fill the 63
+        return False
+    head, stem = hashed["head"], f"{baseline}-"
+    return head.startswith(stem) or stem.startswith(head)
