@@ -32,10 +32,10 @@ import yaml
 
 from baseline_operator.api.resource import parse_baseline
 from baseline_operator.controller.main import operator_in_process
-from baseline_operator.controller.runtime import RuntimeOptions
+from baseline_operator.controller.options import OperatorOptions
 from baseline_operator.demo.emulator import running_emulator, write_requests
 from baseline_operator.kube.client import KubeApi
-from baseline_operator.kube.config import api_client, configuration_for
+from baseline_operator.kube.config import configuration_for, endpoint_of
 from baseline_operator.policy.diff import (
     NamespaceState,
     OwnerState,
@@ -98,8 +98,7 @@ async def bench_converge(count: int) -> dict[str, float]:
     body["spec"].pop("excludeNamespaces", None)
     baseline = parse_baseline(body)
     async with running_emulator() as (emulator, url):
-        client = api_client(configuration_for(url))
-        kube = KubeApi(client)
+        kube = KubeApi(endpoint_of(configuration_for(url)))
         await kube.create(SECURITY_BASELINE, None, copy.deepcopy(body))
 
         # Reference: the same applies, made directly, with the operator's request budget.
@@ -132,16 +131,14 @@ async def bench_converge(count: int) -> dict[str, float]:
         reference = time.perf_counter() - started
         minimum_writes = len(bodies)
 
-        options = RuntimeOptions(resync_seconds=3600, workers=WORKERS, workload_audit=False)
+        options = OperatorOptions(
+            resync_seconds=3600, workers=WORKERS, workload_audit=False, watch_timeout=120
+        )
         async with operator_in_process(
-            kube,
-            lambda: kopf.ConnectionInfo(server=url),
-            options,
-            username=options.username,
-            watch_timeout=120,
+            kube, lambda: kopf.ConnectionInfo(server=url), options
         ) as memo:
             result = await _measure(emulator, kube, memo, baseline.name, count)
-        client.close()
+        await kube.close()
         return {"reference": reference, "minimum_writes": minimum_writes, **result}
 
 
@@ -176,7 +173,7 @@ async def _measure(
             for name in names
             if (state := runtime.view.namespace(name)) is not None
             and applied in state.labels
-            and runtime.reconciler.outcomes.get(baseline, {}).get(name) is not None
+            and runtime.status.outcomes_of(baseline).get(name) is not None
         )
         if done == count and runtime.queue.idle:
             break

@@ -217,7 +217,7 @@ def audit(
     type=click.IntRange(min=1, max=64),
     default=4,
     show_default=True,
-    help="Namespaces reconciled at once (the request budget).",
+    help="Namespaces reconciled at once.",
 )
 @click.option(
     "--workload-audit/--no-workload-audit",
@@ -231,6 +231,18 @@ def audit(
     show_default=True,
     help="Hold a Lease so that only one replica acts.",
 )
+@click.option(
+    "--request-budget",
+    type=click.IntRange(min=1, max=256),
+    default=None,
+    help="Requests in flight at once (default: twice the workers, at least 8).",
+)
+@click.option(
+    "--username",
+    default=None,
+    help="The user the operator runs as, which tamper protection lets through (default: the"
+    " ServiceAccount token's subject, else what the API server says).",
+)
 def run(
     namespace: str,
     verbose: int,
@@ -239,9 +251,12 @@ def run(
     workers: int,
     workload_audit: bool,
     leader_election: bool,
+    request_budget: int | None,
+    username: str | None,
 ) -> None:
     """Run the operator against the current kubeconfig or in-cluster config."""
-    from baseline_operator.controller.main import OperatorOptions, run_operator  # noqa: PLC0415
+    from baseline_operator.controller.main import run_operator  # noqa: PLC0415
+    from baseline_operator.controller.options import OperatorOptions  # noqa: PLC0415
 
     options = OperatorOptions(
         namespace=namespace,
@@ -249,8 +264,10 @@ def run(
         liveness=liveness,
         resync_seconds=resync_seconds,
         workers=workers,
+        request_budget=request_budget or max(8, workers * 2),
         leader_election=leader_election,
         workload_audit=workload_audit,
+        username=username,
     )
     sys.exit(run_operator(options))
 

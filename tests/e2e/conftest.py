@@ -70,7 +70,7 @@ from baseline_operator.kube.client import (
     RetryPolicy,
     collection_path,
 )
-from baseline_operator.kube.config import api_client, connection_info
+from baseline_operator.kube.config import connection_info, endpoint_of
 from baseline_operator.policy.layering import plan_namespace
 from baseline_operator.policy.names import (
     BASELINE_KEY,
@@ -257,13 +257,13 @@ def kubectl(*args: str) -> subprocess.CompletedProcess[str] | None:
     )
 
 
-def close(kube: KubeApi) -> None:
-    kube.api_client.close()  # type: ignore[no-untyped-call]
+async def close(kube: KubeApi) -> None:
+    await kube.close()
 
 
-def new_kube(configuration: k8s.Configuration) -> KubeApi:
+def new_kube(configuration: k8s.Configuration, headers: dict[str, str] | None = None) -> KubeApi:
     return KubeApi(
-        api_client(copy.deepcopy(configuration)),
+        endpoint_of(copy.deepcopy(configuration), headers),
         retry=RetryPolicy(first_delay=0.05, max_delay=0.5),
     )
 
@@ -286,23 +286,10 @@ _SERIES = re.compile(r"^apiserver_request_total\{(.*)\} (\S+)$")
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 
-def _get_text(client: k8s.ApiClient, path: str, query: list[tuple[str, str]] | None = None) -> str:
-    _, url, headers, _, _ = client.param_serialize(
-        method="GET",
-        resource_path=path,
-        query_params=query or [],
-        header_params={"Accept": "text/plain, application/json"},
-        auth_settings=["BearerToken"],
-    )
-    raw = client.call_api("GET", url, header_params=headers, _request_timeout=60)
-    text: str = raw.read().decode()  # type: ignore[no-untyped-call]
-    return text
-
-
 async def write_requests(kube: KubeApi) -> Counter[Series]:
     """The API server's count of real (not dry-run) write requests by clients that are not
     the control plane's own (the operator is never one of those)."""
-    text = await asyncio.to_thread(_get_text, kube.api_client, "/metrics")
+    text = await kube.get_text("/metrics")
     counts: Counter[Series] = Counter()
     for line in text.splitlines():
         match = _SERIES.match(line)
@@ -359,9 +346,7 @@ async def foreign_changes(
     """Changes to objects not of this run since `version`, replayed from a watch (which
     the server closes after a second)."""
     query = [("watch", "1"), ("resourceVersion", version), ("timeoutSeconds", "1")]
-    text = await asyncio.to_thread(
-        _get_text, kube.api_client, _resource_path(group, resource), query
-    )
+    text = await kube.get_text(_resource_path(group, resource), query)
     changes = []
     for line in text.splitlines():
         event = json.loads(line)
@@ -615,7 +600,7 @@ def run(cluster_access: tuple[str, Credentials | None]) -> Iterable[Run]:
             }
             return token, foreign
         finally:
-            close(kube)
+            await close(kube)
 
     try:
         token, foreign = in_thread(set_up)
@@ -646,7 +631,7 @@ async def _sweep_with_new_client(admin: k8s.Configuration, prefix: str, wait: fl
     try:
         return await _sweep(kube, prefix, wait)
     finally:
-        close(kube)
+        await close(kube)
 
 
 # ----------------------------------------------------------------------------- one test
@@ -928,8 +913,8 @@ async def e2e(run: Run) -> AsyncIterator[E2E]:
         try:
             await world.clean_up()
         finally:
-            close(world.cluster.kube)
-            close(world.operator_side.kube)
+            await close(world.cluster.kube)
+            await close(world.operator_side.kube)
 
 
 @pytest_asyncio.fixture()
@@ -939,4 +924,4 @@ async def admin(run: Run) -> AsyncIterator[KubeApi]:
     try:
         yield kube
     finally:
-        close(kube)
+        await close(kube)

@@ -350,8 +350,7 @@ async def test_generated_objects_are_protected_while_the_operator_is_down(e2e: E
         },
     )
     e2e.track(CLUSTER_ROLE_BINDING, intruder)
-    as_intruder = new_kube(e2e.run.admin)
-    as_intruder.api_client.set_default_header("Impersonate-User", intruder)  # type: ignore[no-untyped-call]
+    as_intruder = new_kube(e2e.run.admin, headers={"Impersonate-User": intruder})
     policy = f"{name}-default-deny"
     path = object_path(NETWORK_POLICY, namespace, policy)
     try:
@@ -392,7 +391,7 @@ async def test_generated_objects_are_protected_while_the_operator_is_down(e2e: E
 
         await namespace_deleted(e2e.kube, namespace)
     finally:
-        close(as_intruder)
+        await close(as_intruder)
 
     async with e2e.operator():  # the finalizer removes the policies; the namespace is gone
         pass

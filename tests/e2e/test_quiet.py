@@ -115,7 +115,7 @@ async def test_a_resync_at_rest_writes_nothing(e2e: E2E) -> None:
         await eventually(ready, what="Ready")
         await operator.settled(quiet=1.0)
         before = await e2e.snapshot()
-        reconciled = operator.runtime.reconciler.reconciled
+        reconciled = operator.runtime.namespace_reconciler.reconciled
         counts = {namespace: reconciled[namespace] for namespace in namespaces}
 
         await asyncio.sleep(2 * RESYNC + 1)
@@ -141,7 +141,7 @@ async def test_a_restart_in_sync_writes_nothing(e2e: E2E) -> None:
     before = await e2e.snapshot()
     async with e2e.operator() as operator:
         await operator.settled(quiet=2.0)
-        assert namespace in operator.runtime.reconciler.outcomes[name]
+        assert namespace in operator.runtime.status.outcomes_of(name)
         assert await e2e.writes_since(before, EVERYTHING_THE_OPERATOR_WRITES) == {}
 
 
@@ -163,7 +163,7 @@ async def test_a_restart_keeps_the_status_of_a_failing_baseline(e2e: E2E) -> Non
 
     async with e2e.operator() as operator:
         await operator.settled(quiet=2.0)
-        assert namespace in operator.runtime.reconciler.outcomes[name]
+        assert namespace in operator.runtime.status.outcomes_of(name)
         again = await e2e.cluster.get(SECURITY_BASELINE, None, name)
         assert again is not None
         assert again["status"]["conditions"] == stored["status"]["conditions"]

@@ -9,7 +9,7 @@ import pytest_asyncio
 
 from baseline_operator.demo.emulator import running_emulator
 from baseline_operator.kube.client import KubeApi, RetryPolicy
-from baseline_operator.kube.config import api_client, configuration_for
+from baseline_operator.kube.config import configuration_for, endpoint_of
 from tests.support.cluster import Cluster, Operator, running_operator
 
 
@@ -17,10 +17,11 @@ from tests.support.cluster import Cluster, Operator, running_operator
 async def cluster() -> AsyncIterator[Cluster]:
     async with running_emulator() as (emulator, url):
         configuration = configuration_for(url)
-        client = api_client(configuration)
-        kube = KubeApi(client, retry=RetryPolicy(first_delay=0.05, max_delay=0.5))
+        kube = KubeApi(
+            endpoint_of(configuration), retry=RetryPolicy(first_delay=0.05, max_delay=0.5)
+        )
         yield Cluster(kube, lambda: kopf.ConnectionInfo(server=url), configuration, emulator)
-        client.close()
+        await kube.close()
 
 
 @pytest_asyncio.fixture()

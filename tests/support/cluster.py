@@ -16,10 +16,11 @@ from typing import Any
 import kopf
 
 from baseline_operator.controller.main import operator_in_process
-from baseline_operator.controller.runtime import Runtime, RuntimeOptions
+from baseline_operator.controller.options import OperatorOptions
+from baseline_operator.controller.runtime import Runtime
 from baseline_operator.demo.emulator import ClusterEmulator, RecordedRequest, write_requests
 from baseline_operator.kube.client import ApiError, KubeApi, RetryPolicy, collection_path
-from baseline_operator.kube.config import api_client
+from baseline_operator.kube.config import endpoint_of
 from baseline_operator.policy.objects import NAMESPACE, SECURITY_BASELINE, Kind, ObjectRef
 
 WAIT = 15.0
@@ -138,7 +139,7 @@ class Cluster:
 @dataclass
 class Operator:
     memo: kopf.Memo
-    options: RuntimeOptions = field(default_factory=RuntimeOptions)
+    options: OperatorOptions = field(default_factory=OperatorOptions)
 
     @property
     def runtime(self) -> Runtime:
@@ -175,17 +176,24 @@ async def eventually(check: Callable[[], Awaitable[bool]], limit: float = WAIT) 
 
 @contextlib.asynccontextmanager
 async def running_operator(
-    cluster: Cluster, resync_seconds: float = 3600, namespace: str = "baseline-operator-system"
+    cluster: Cluster,
+    resync_seconds: float = 3600,
+    namespace: str = "baseline-operator-system",
+    watch_timeout: int = 300,
 ) -> AsyncIterator[Operator]:
-    client = api_client(copy.deepcopy(cluster.configuration))
-    kube = KubeApi(client, retry=RetryPolicy(first_delay=0.05, max_delay=0.5))
-    options = RuntimeOptions(namespace=namespace, resync_seconds=resync_seconds, workers=4)
-    async with operator_in_process(
-        kube, cluster.connection, options, username=cluster.username
-    ) as memo:
+    kube = KubeApi(
+        endpoint_of(cluster.configuration), retry=RetryPolicy(first_delay=0.05, max_delay=0.5)
+    )
+    options = OperatorOptions(
+        namespace=namespace,
+        resync_seconds=resync_seconds,
+        workers=4,
+        username=cluster.username,
+        watch_timeout=watch_timeout,
+    )
+    async with operator_in_process(kube, cluster.connection, options) as memo:
         try:
             yield Operator(memo, options)
         finally:
             # The test's own client too: see operator_in_process (it reconnects when used).
-            cluster.kube.api_client.rest_client.pool_manager.clear()
-            client.close()
+            await cluster.kube.close()

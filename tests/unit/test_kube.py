@@ -56,14 +56,34 @@ def test_the_token_names_the_service_account() -> None:
 
 
 def test_what_is_retried() -> None:
-    assert _retriable(ApiError(429, "TooManyRequests", ""), "PATCH")
-    assert _retriable(ApiError(503, "ServiceUnavailable", ""), "DELETE")
-    assert _retriable(ApiError(0, "Unreachable", ""), "GET")
-    assert _retriable(ApiError(409, "Conflict", ""), "PUT")
-    assert not _retriable(ApiError(409, "Conflict", ""), "DELETE")  # a uid precondition
-    assert not _retriable(ApiError(409, "AlreadyExists", ""), "POST")
-    assert not _retriable(ApiError(422, "Invalid", ""), "PATCH")
-    assert not _retriable(ApiError(403, "Forbidden", ""), "PATCH")
+    assert _retriable(ApiError(429, "TooManyRequests", ""))
+    assert _retriable(ApiError(503, "ServiceUnavailable", ""))
+    assert _retriable(ApiError(0, "Unreachable", ""))
+    # A stale resourceVersion or a failed uid precondition needs a fresh look, not the
+    # same request again; nor does AlreadyExists, Invalid or Forbidden.
+    assert not _retriable(ApiError(409, "Conflict", ""))
+    assert not _retriable(ApiError(409, "AlreadyExists", ""))
+    assert not _retriable(ApiError(422, "Invalid", ""))
+    assert not _retriable(ApiError(403, "Forbidden", ""))
+
+
+def test_errors_say_what_failed() -> None:
+    missing_object = ApiError(404, "NotFound", "x", {"name": "x", "kind": "networkpolicies"})
+    assert missing_object.not_found
+    assert not missing_object.kind_not_served
+    assert ApiError(404, "", "404 page not found", is_status=False).kind_not_served
+    assert ApiError(
+        404, "NotFound", "the server could not find the requested resource", {}
+    ).kind_not_served
+    assert ApiError(409, "AlreadyExists", "").already_exists
+    assert not ApiError(409, "AlreadyExists", "").conflict
+    assert ApiError(410, "Expired", "").gone
+    gone = ApiError(404, "NotFound", "", {"name": "team-a", "kind": "namespaces"})
+    assert gone.namespace_gone("team-a")
+    assert not gone.namespace_gone("team-b")
+    terminating = ApiError(403, "Forbidden", "", {"causes": [{"reason": "NamespaceTerminating"}]})
+    assert terminating.namespace_gone("team-a")
+    assert not ApiError(403, "Forbidden", "", {}).namespace_gone("team-a")
 
 
 def test_backoff_is_capped_and_honours_retry_after() -> None:

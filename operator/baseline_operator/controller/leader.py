@@ -95,7 +95,7 @@ class LeaderElector:
                 body["metadata"]["resourceVersion"] = lease["metadata"]["resourceVersion"]
                 await self.kube.replace(self.ref, body)
         except ApiError as exc:
-            if exc.conflict:  # another replica wrote first
+            if exc.conflict or exc.already_exists:  # another replica wrote first
                 return False
             raise
         return True

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import socket
 import sys
 import urllib.parse
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp.web
@@ -19,25 +19,16 @@ import structlog
 
 from baseline_operator.controller.handlers import build_registry
 from baseline_operator.controller.leader import LeaderElector
-from baseline_operator.controller.runtime import RuntimeOptions
-from baseline_operator.kube.client import KubeApi
+from baseline_operator.controller.options import OperatorOptions
+from baseline_operator.kube.client import ApiError, KubeApi
 from baseline_operator.kube.config import (
-    api_client,
     connection_info,
+    endpoint_of,
     load_configuration,
     token_username,
 )
 
-
-@dataclass(frozen=True)
-class OperatorOptions:
-    namespace: str
-    verbosity: int = 0
-    liveness: str | None = None
-    resync_seconds: int = 300
-    workers: int = 4
-    leader_election: bool = True
-    workload_audit: bool = True
+log = structlog.get_logger(__name__)
 
 
 def configure_logging(verbosity: int) -> None:
@@ -106,25 +97,35 @@ def identity() -> str:
     return os.environ.get("POD_NAME") or socket.gethostname()
 
 
+async def who_am_i(kube: KubeApi) -> str | None:
+    """The user the API server authenticates the operator as (a SelfSubjectReview)."""
+    try:
+        answer = await kube.request(
+            "POST",
+            "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+            body={"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
+        )
+    except ApiError as exc:
+        log.warning("cannot tell who the operator is", error=str(exc))
+        return None
+    user = ((answer.body.get("status") or {}).get("userInfo") or {}).get("username")
+    return user if isinstance(user, str) and user else None
+
+
 async def operate(
     kube: KubeApi,
     connection: Callable[[], kopf.ConnectionInfo],
-    options: RuntimeOptions,
+    options: OperatorOptions,
     *,
     stop_flag: asyncio.Event | None = None,
     ready_flag: asyncio.Event | None = None,
-    liveness: str | None = None,
-    watch_timeout: float = 300,
     memo: kopf.Memo | None = None,
-    username: str | None = None,
 ) -> None:
     """Run the operator until `stop_flag` is set (or a signal arrives).
 
     `memo` may be given to look at the running operator (`memo.runtime`) from outside.
-    `username` is the ServiceAccount user tamper protection exempts; by default the one
-    named by `options` (the `baseline-operator` ServiceAccount of the operator's namespace).
     """
-    registry = build_registry(workload_audit=options.workload_audit)
+    registry = build_registry()
 
     def login(**_: Any) -> kopf.ConnectionInfo:
         # Read afresh on every login: in a pod, the service account token is rotated.
@@ -134,14 +135,12 @@ async def operate(
     memo = memo if memo is not None else kopf.Memo()
     memo.kube = kube
     memo.options = options
-    memo.watch_timeout = watch_timeout
-    memo.username = username
     await kopf.operator(
         registry=registry,
         memo=memo,
         clusterwide=True,
         standalone=True,
-        liveness_endpoint=liveness,
+        liveness_endpoint=options.liveness,
         stop_flag=stop_flag,
         ready_flag=ready_flag,
     )
@@ -151,32 +150,19 @@ async def operate(
 async def operator_in_process(
     kube: KubeApi,
     connection: Callable[[], kopf.ConnectionInfo],
-    options: RuntimeOptions,
-    *,
-    username: str | None = None,
-    watch_timeout: float = 60,
+    options: OperatorOptions,
 ) -> AsyncIterator[kopf.Memo]:
     """The operator running in this event loop until the block ends (demo, tests,
     benchmarks); the memo it yields shows the running operator (`memo.runtime`)."""
     memo = kopf.Memo()
     stop = asyncio.Event()
-    task = asyncio.create_task(
-        operate(
-            kube,
-            connection,
-            options,
-            stop_flag=stop,
-            watch_timeout=watch_timeout,
-            memo=memo,
-            username=username,
-        )
-    )
+    task = asyncio.create_task(operate(kube, connection, options, stop_flag=stop, memo=memo))
     try:
         yield memo
     finally:
         # On stopping, kopf waits up to 5 s for every task started while it ran; with the API
         # server in the same loop that includes the handlers of idle pooled connections.
-        kube.api_client.rest_client.pool_manager.clear()
+        await kube.close()
         stop.set()
         with contextlib.suppress(asyncio.CancelledError):
             await task
@@ -189,33 +175,31 @@ def run_operator(options: OperatorOptions) -> int:
 
 
 async def _run(configuration: Any, options: OperatorOptions) -> int:
-    kube = KubeApi(api_client(configuration), budget=max(4, options.workers * 2))
-    runtime_options = RuntimeOptions(
-        namespace=options.namespace,
-        workers=options.workers,
-        resync_seconds=options.resync_seconds,
-        instance=identity(),
-        workload_audit=options.workload_audit,
-    )
+    kube = KubeApi(endpoint_of(configuration), budget=options.request_budget)
+    if options.username is None:
+        # Tamper protection lets exactly this user through: the ServiceAccount token's
+        # subject in a pod, else whoever the API server says the operator is.
+        username = token_username(configuration) or await who_am_i(kube)
+        options = dataclasses.replace(options, username=username)
+    options = dataclasses.replace(options, instance=identity())
     stop = asyncio.Event()
     holder: asyncio.Task[None] | None = None
     if options.leader_election:
-        elector = LeaderElector(kube, options.namespace, identity())
+        # The Lease has a client of its own, outside the workers' request budget.
+        elector = LeaderElector(
+            KubeApi(endpoint_of(configuration), budget=2, timeout=5.0),
+            options.namespace,
+            identity(),
+        )
         # A replica waiting for its turn is alive: answer the liveness probe meanwhile.
         async with serving_liveness(options.liveness):
             await elector.acquire()
         holder = asyncio.create_task(elector.hold(stop))
     try:
-        await operate(
-            kube,
-            lambda: connection_info(configuration),
-            runtime_options,
-            stop_flag=stop,
-            liveness=options.liveness,
-            username=token_username(configuration),
-        )
+        await operate(kube, lambda: connection_info(configuration), options, stop_flag=stop)
     finally:
         if holder is not None:
             holder.cancel()
+        await kube.close()
     # Stopping because leadership was lost is a failure: the pod restarts and waits its turn.
     return 1 if options.leader_election and stop.is_set() else 0

@@ -23,6 +23,9 @@ class WorkQueue:
     process: Callable[[Hashable], Awaitable[None]]
     workers: int = 4
     max_backoff: float = 60.0
+    # Whether to keep a key's bookkeeping after a successful run (False for a key about
+    # something that is gone, e.g. a deleted namespace): nothing grows without bound.
+    retain: Callable[[Hashable], bool] = lambda _: True
 
     _ready: asyncio.Queue[Hashable] = field(default_factory=asyncio.Queue, init=False)
     _waiting: set[Hashable] = field(default_factory=set, init=False)  # queued or delayed
@@ -92,7 +95,10 @@ class WorkQueue:
         wanted = {key: self._added.get(key, 0) for key in keys}
         async with self._changed:
             await self._changed.wait_for(
-                lambda: all(self._done.get(key, 0) >= count for key, count in wanted.items())
+                lambda: all(
+                    self._done.get(key, 0) >= count or key not in self._added
+                    for key, count in wanted.items()
+                )
             )
 
     async def _work(self) -> None:
@@ -126,7 +132,14 @@ class WorkQueue:
             self._active.discard(key)
             async with self._changed:
                 self._done[key] = max(self._done.get(key, 0), seen)
+                if key in self._again:
+                    self._again.discard(key)
+                    self._enqueue(key)
+                elif key not in self._waiting and key not in self._delayed and not self.retain(key):
+                    self._added.pop(key, None)
+                    self._done.pop(key, None)
                 self._changed.notify_all()
-            if key in self._again:
-                self._again.discard(key)
-                self._enqueue(key)
+
+    def tracked(self) -> int:
+        """How many keys the queue keeps bookkeeping for (a leak check)."""
+        return len(set(self._added) | set(self._done) | set(self._failures))

@@ -1,93 +1,263 @@
-"""The running operator: the work queue, the reconciler, and the resync loop.
+"""The running operator: informers, the view, the work queue, the reconcilers, the resync.
 
-Handlers call the `on_*` methods, which only decide which keys to queue.
+Informer callbacks only decide which keys to queue. Nothing is reconciled before
+every informer the reconciler reads has listed its kind once: a partial view
+could lower a Pod Security level or recreate an object that exists.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
+import time
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 
-from baseline_operator.api.spec import CleanupPolicy
-from baseline_operator.controller.cache import ClusterView, IndexLike, baseline_entry
+from baseline_operator.controller.baselines import BaselineEntry, baseline_entry
+from baseline_operator.controller.cluster_objects import ClusterObjectsReconciler
 from baseline_operator.controller.events import EventRecorder, now_rfc3339
-from baseline_operator.controller.queue import WorkQueue
-from baseline_operator.controller.reconciler import (
+from baseline_operator.controller.informer import Informer, Key
+from baseline_operator.controller.keys import (
     STATUS_DEBOUNCE,
-    Reconciler,
     cluster_key,
     namespace_key,
     status_key,
+    workloads_key,
 )
-from baseline_operator.controller.workloads import WorkloadAuditor, workloads_key
+from baseline_operator.controller.namespaces import NamespaceReconciler
+from baseline_operator.controller.options import OperatorOptions
+from baseline_operator.controller.queue import WorkQueue
+from baseline_operator.controller.status import StatusKeeper
+from baseline_operator.controller.view import ClusterView
+from baseline_operator.controller.workloads import WorkloadAuditor
+from baseline_operator.controller.writer import Writer
 from baseline_operator.kube.client import KubeApi
-from baseline_operator.policy.names import OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT
-from baseline_operator.policy.workloads import workload_status
+from baseline_operator.policy.diff import NamespaceState, ObservedObject, observe, observe_namespace
+from baseline_operator.policy.names import (
+    FIELD_MANAGER,
+    MANAGED_BY_KEY,
+    MANAGED_BY_VALUE,
+    is_managed,
+)
+from baseline_operator.policy.objects import (
+    CLUSTER_KINDS,
+    NAMESPACE,
+    NAMESPACED_KINDS,
+    POD,
+    POLICY_REPORT,
+    SECURITY_BASELINE,
+    SERVICE_ACCOUNT,
+    Body,
+)
+from baseline_operator.policy.workloads import pod_essence, workload_status
 
 log = structlog.get_logger(__name__)
 
 # How long one finalizer attempt waits for the cleanup before kopf retries it.
 FINALIZE_WAIT = 60.0
+MANAGED_SELECTOR = f"{MANAGED_BY_KEY}={MANAGED_BY_VALUE}"
 
 
-@dataclass(frozen=True)
-class RuntimeOptions:
-    namespace: str = OPERATOR_NAMESPACE
-    service_account: str = OPERATOR_SERVICE_ACCOUNT
-    workers: int = 4
-    resync_seconds: float = 300.0
-    instance: str = "baseline-operator"
-    workload_audit: bool = True
+def _managed_only(body: Body) -> ObservedObject | None:
+    # The emulator does no label filtering: the selector is checked here as well.
+    labels = (body.get("metadata") or {}).get("labels") or {}
+    return observe(body) if is_managed(labels) else None
 
-    @property
-    def username(self) -> str:
-        return f"system:serviceaccount:{self.namespace}:{self.service_account}"
+
+def _default_account(body: Body) -> ObservedObject | None:
+    return observe(body) if (body.get("metadata") or {}).get("name") == "default" else None
+
+
+def _namespace(body: Body) -> NamespaceState:
+    return observe_namespace(body, FIELD_MANAGER)
 
 
 @dataclass
 class Runtime:
     kube: KubeApi
-    indexes: Mapping[str, IndexLike]
-    options: RuntimeOptions = field(default_factory=RuntimeOptions)
-    operator_username: str | None = None
+    options: OperatorOptions = field(default_factory=OperatorOptions)
 
     def __post_init__(self) -> None:
-        self.view = ClusterView(self.indexes)
-        self.queue = WorkQueue(self._process, workers=self.options.workers)
-        events = EventRecorder(self.kube, self.options.instance)
-        self.auditor = WorkloadAuditor(
-            view=self.view,
-            kube=self.kube,
-            events=events,
-            enqueue_status=lambda name: self.queue.add(status_key(name), STATUS_DEBOUNCE),
-            operator_namespace=self.options.namespace,
+        kube, options = self.kube, self.options
+        watch = options.watch_timeout
+        self.baselines = Informer[BaselineEntry](
+            kube, SECURITY_BASELINE, baseline_entry, self._on_baseline, watch_timeout=watch
         )
-        self.reconciler = Reconciler(
+        self.namespaces = Informer[NamespaceState](
+            kube, NAMESPACE, _namespace, self._on_namespace, metadata_only=True, watch_timeout=watch
+        )
+        self.objects = {
+            kind: Informer[ObservedObject](
+                kube,
+                kind,
+                _managed_only,
+                self._on_object,
+                label_selector=MANAGED_SELECTOR,
+                watch_timeout=watch,
+            )
+            for kind in (*NAMESPACED_KINDS, *CLUSTER_KINDS, POLICY_REPORT)
+        }
+        self.default_accounts = Informer[ObservedObject](
+            kube,
+            SERVICE_ACCOUNT,
+            _default_account,
+            self._on_object,
+            field_selector="metadata.name=default",
+            watch_timeout=watch,
+        )
+        self.pods: Informer[dict[str, Any]] | None = None
+        self.view = ClusterView(
+            self.baselines,
+            self.namespaces,
+            self.objects,
+            self.default_accounts,
+            found_for=options.resync_seconds,
+            clock=time.monotonic,
+        )
+        self.queue = WorkQueue(self._process, workers=options.workers, retain=self._retain)
+        events = EventRecorder(kube, options.instance)
+        writer = Writer(kube, self.view)
+        self.status = StatusKeeper(
             view=self.view,
-            kube=self.kube,
+            kube=kube,
             events=events,
-            enqueue=self.queue.add,
-            operator_namespace=self.options.namespace,
-            operator_username=self.operator_username or self.options.username,
+            enqueue=self._enqueue,
+            operator_namespace=options.namespace,
             now=now_rfc3339,
             workloads_of=self._workloads_of,
         )
+        self.namespace_reconciler = NamespaceReconciler(
+            view=self.view,
+            kube=kube,
+            writer=writer,
+            status=self.status,
+            enqueue=self._enqueue,
+            operator_namespace=options.namespace,
+        )
+        self.cluster_reconciler = ClusterObjectsReconciler(
+            view=self.view,
+            writer=writer,
+            status=self.status,
+            operator_username=options.operator_username,
+        )
+        self.auditor = WorkloadAuditor(
+            view=self.view,
+            kube=kube,
+            events=events,
+            enqueue_status=lambda name: self._enqueue(status_key(name), STATUS_DEBOUNCE),
+            operator_namespace=options.namespace,
+        )
         self._triggers: dict[str, tuple[Any, ...]] = {}
         self._resync: asyncio.Task[None] | None = None
-        # kopf holds handlers back until every index is listed; the first call means ready.
+        self._starter: asyncio.Task[None] | None = None
+        # Set once every informer the reconciler reads has listed its kind.
         self.ready = asyncio.Event()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _core_informers(self) -> list[Informer[Any]]:
+        return [self.baselines, self.namespaces, *self.objects.values(), self.default_accounts]
+
+    def start(self) -> None:
+        for informer in self._core_informers():
+            informer.start()
+        self._starter = asyncio.create_task(self._start_when_synced(), name="start")
+
+    async def _start_when_synced(self) -> None:
+        await asyncio.gather(*(informer.synced.wait() for informer in self._core_informers()))
+        self.ready.set()
+        log.info(
+            "caches synced",
+            namespaces=len(self.namespaces),
+            objects=sum(len(informer) for informer in self.objects.values()),
+            baselines=len(self.baselines),
+        )
+        self._update_pod_watch()
+        self.enqueue_everything()
+        self.queue.start()
+        self._resync = asyncio.create_task(self._resync_loop(), name="resync")
+
+    async def stop(self) -> None:
+        for task in (self._starter, self._resync):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        await self.queue.stop()
+        for informer in [*self._core_informers(), *([self.pods] if self.pods else [])]:
+            await informer.stop()
+
+    async def _resync_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.resync_seconds)
+            self.auditor.reports_served = None  # the PolicyReport CRD may have come or gone
+            self.enqueue_everything()
+
+    def enqueue_everything(self) -> None:
+        names = self.view.namespace_names()
+        self.queue.add_all(namespace_key(name) for name in names)
+        if self.pods is not None:
+            self.queue.add_all(workloads_key(name) for name in names)
+        for name in self.view.baselines():
+            self.queue.add(cluster_key(name))
+
+    def _enqueue(self, key: Hashable, delay: float = 0.0) -> None:
+        if self.ready.is_set():
+            self.queue.add(key, delay)
 
     async def _process(self, key: Any) -> None:
         match key:
+            case ("namespace", str(name)):
+                await self.namespace_reconciler.reconcile(name)
+            case ("cluster", str(name)):
+                await self.cluster_reconciler.reconcile(name)
+            case ("status", str(name)):
+                await self.status.write_status(name)
             case ("workloads", str(namespace)):
+                if self.pods is not None and not self.pods.synced.is_set():
+                    await self.pods.synced.wait()
                 await self.auditor.audit_namespace(namespace)
             case _:
-                await self.reconciler.process(key)
+                raise ValueError(f"unknown work key {key!r}")
+
+    def _retain(self, key: Hashable) -> bool:
+        match key:
+            case ("namespace" | "workloads", str(name)):
+                return self.namespaces.get("", name) is not None
+            case ("cluster" | "status", str(name)):
+                return self.baselines.get("", name) is not None
+        return True
+
+    # ------------------------------------------------------------------ workload audit
+
+    def _update_pod_watch(self) -> None:
+        """Pods are watched only while a baseline audits workloads (the largest collection in
+        a cluster costs nothing otherwise)."""
+        wanted = self.options.workload_audit and any(
+            entry.baseline is not None
+            and entry.baseline.spec.workload_audit is not None
+            and entry.baseline.spec.workload_audit.enabled
+            for entry in self.view.baselines().values()
+        )
+        if wanted and self.pods is None:
+            self.pods = Informer[dict[str, Any]](
+                self.kube,
+                POD,
+                pod_essence,
+                self._on_pod,
+                watch_timeout=self.options.watch_timeout,
+            )
+            self.view.pods_informer = self.pods
+            self.pods.start()
+            self.queue.add_all(workloads_key(name) for name in self.view.namespace_names())
+        elif not wanted and self.pods is not None:
+            pods, self.pods = self.pods, None
+            self.view.pods_informer = None
+            asyncio.get_running_loop().create_task(pods.stop())
+            self.queue.add_all(workloads_key(name) for name in self.view.namespace_names())
 
     def _workloads_of(self, baseline: str) -> tuple[dict[str, int], list[dict[str, Any]]] | None:
         entry = self.view.baselines().get(baseline)
@@ -98,81 +268,78 @@ class Runtime:
             return None
         return workload_status(self.auditor.summaries.get(baseline, {}))
 
-    def start(self) -> None:
-        self.queue.start()
-        self._resync = asyncio.create_task(self._resync_loop(), name="resync")
-
-    async def stop(self) -> None:
-        if self._resync is not None:
-            self._resync.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._resync
-        await self.queue.stop()
-
-    async def _resync_loop(self) -> None:
-        await self.ready.wait()
-        while True:
-            await asyncio.sleep(self.options.resync_seconds)
-            self.enqueue_everything()
-
-    def enqueue_everything(self) -> None:
-        names = self.view.namespace_names()
-        self.queue.add_all(namespace_key(name) for name in names)
-        if self.options.workload_audit:
-            self.auditor.reports_served = None  # the PolicyReport CRD may have come or gone
-            self.queue.add_all(workloads_key(name) for name in names)
-        for name in self.view.baselines():
-            self.queue.add(cluster_key(name))
-
     # ------------------------------------------------------------------ triggers
 
-    def on_baseline(self, event_type: str | None, body: Mapping[str, Any]) -> None:
-        self.ready.set()
-        name = body.get("metadata", {}).get("name", "")
-        if event_type == "DELETED":
+    def _on_baseline(self, key: Key, old: BaselineEntry | None, new: BaselineEntry | None) -> None:
+        name = key[1]
+        if new is None:
             self._triggers.pop(name, None)
-            self.reconciler.outcomes.pop(name, None)
+            self.status.forget_baseline(name)
             self.auditor.forget(name)
-            self.queue.add(cluster_key(name))
-            self.queue.add_all(namespace_key(ns) for ns in self.view.namespace_names())
+            self.view.forget_baseline(name)
+            if self.ready.is_set():
+                self.queue.add(cluster_key(name))
+                self.queue.add_all(namespace_key(ns) for ns in self.view.namespace_names())
+                self._update_pod_watch()
             return
-        entry = baseline_entry(body)
-        if self._triggers.get(name) != entry.trigger:
-            self._triggers[name] = entry.trigger
-            self.enqueue_everything()
-        self.queue.add(status_key(name), 0.0)
+        if self._triggers.get(name) != new.trigger:
+            self._triggers[name] = new.trigger
+            if self.ready.is_set():
+                self._update_pod_watch()
+                self.enqueue_everything()
+        self._enqueue(status_key(name), 0.0)
 
-    def on_namespace(self, event_type: str | None, body: Mapping[str, Any]) -> None:
-        self.ready.set()
-        name = body.get("metadata", {}).get("name", "")
-        self.queue.add(namespace_key(name))
-        if self.options.workload_audit:
-            self.queue.add(workloads_key(name))
+    def _on_namespace(
+        self, key: Key, old: NamespaceState | None, new: NamespaceState | None
+    ) -> None:
+        if (
+            old is not None
+            and new is not None
+            and old.labels == new.labels
+            and (old.terminating == new.terminating)
+        ):
+            return  # only its status or annotations moved: nothing selection reads
+        name = key[1]
+        self._enqueue(namespace_key(name))
+        if self.pods is not None:
+            self._enqueue(workloads_key(name))
 
-    def on_workload(self, body: Mapping[str, Any]) -> None:
-        self.ready.set()
-        namespace = body.get("metadata", {}).get("namespace")
+    def _on_object(self, key: Key, old: ObservedObject | None, new: ObservedObject | None) -> None:
+        namespace, _ = key
         if namespace:
-            self.queue.add(workloads_key(namespace))
-
-    def on_object(self, event_type: str | None, body: Mapping[str, Any]) -> None:
-        self.ready.set()
-        metadata = body.get("metadata", {})
-        namespace = metadata.get("namespace")
-        if namespace:
-            self.queue.add(namespace_key(namespace))
+            self._enqueue(namespace_key(namespace))
             return
-        owner = (metadata.get("labels") or {}).get("security.baseline.dev/baseline")
-        if owner:
-            self.queue.add(cluster_key(owner))
+        observed = new or old
+        if observed is not None and observed.owner:
+            self._enqueue(cluster_key(observed.owner))
+
+    def _on_pod(self, key: Key, old: Any, new: Any) -> None:
+        if old != new:
+            self._enqueue(workloads_key(key[0]))
+
+    # ------------------------------------------------------------------ finalizer
 
     async def finalize(self, name: str) -> list[str]:
         """Clean up after a deleted baseline; what is left (empty when done)."""
-        self.ready.set()
+        await self.ready.wait()
+        self.view.mark_leaving(name)
         keys = [cluster_key(name), *(namespace_key(ns) for ns in self.view.namespace_names())]
         self.queue.add_all(keys)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.queue.join(keys), timeout=FINALIZE_WAIT)
         entry = self.view.baselines().get(name)
-        orphan = entry is not None and entry.cleanup_policy is CleanupPolicy.ORPHAN
+        orphan = entry is not None and entry.cleanup_policy.value == "Orphan"
         return self.view.remains_of(name, include_objects=not orphan)
+
+    # ------------------------------------------------------------------ introspection
+
+    def kept_per_namespace(self) -> dict[str, int]:
+        """Sizes of everything kept per namespace (for leak checks in tests)."""
+        return {
+            "queue": self.queue.tracked(),
+            "reconciler": self.namespace_reconciler.kept_namespaces(),
+            "outcomes": sum(len(v) for v in self.status.outcomes.values()),
+            "pending_writes": self.view.pending_writes(),
+            "found_objects": self.view.found_objects(),
+            "workload_summaries": sum(len(v) for v in self.auditor.summaries.values()),
+        }

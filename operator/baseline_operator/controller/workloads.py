@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from baseline_operator.controller.cache import ClusterView
 from baseline_operator.controller.events import NORMAL, WARNING, EventRecorder
+from baseline_operator.controller.view import ClusterView
 from baseline_operator.kube.client import ApiError, KubeApi
 from baseline_operator.policy.checklist import ChecklistConfig
 from baseline_operator.policy.diff import in_sync, with_desired_hash
@@ -31,10 +31,6 @@ from baseline_operator.policy.workloads import (
 )
 
 log = structlog.get_logger(__name__)
-
-
-def workloads_key(namespace: str) -> tuple[str, str]:
-    return ("workloads", namespace)
 
 
 @dataclass
@@ -112,13 +108,11 @@ class WorkloadAuditor:
             if results:
                 desired = DesiredObject(ref, policy_report(namespace, results), None)
                 if current is None or not in_sync(current, desired):
-                    before = self.view.watched_version(ref)
                     answer = await self.kube.apply(with_desired_hash(desired))
-                    self.view.writes.record(ref, before, answer.body)
+                    self.view.wrote(ref, answer.body)
             elif current is not None and current.managed:
-                before = self.view.watched_version(ref)
                 await self.kube.delete(ref, current.uid)
-                self.view.writes.record(ref, before, None)
+                self.view.wrote(ref, None)
         except ApiError as exc:
             if exc.not_found:
                 self.reports_served = False  # looked at again on the next resync

@@ -112,6 +112,7 @@ VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update
 # The namespaces a fresh cluster has.
 CLUSTER_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 NAMESPACES = kmock.resource("", "v1", "namespaces")
+EVENTS = kmock.resource("", "v1", "events")
 _NAME_LABEL = "kubernetes.io/metadata.name"
 
 
@@ -307,6 +308,29 @@ def managed_fields(applied: Mapping[str, Mapping[str, Any]]) -> list[dict[str, A
         }
         for manager, body in sorted(applied.items())
     ]
+
+
+def with_update_entry(
+    body: Body, current: Mapping[str, Any] | None, manager: str | None
+) -> Body:
+    """Stands in for managedFields on a create, replace or patch: the writer's Update entry
+    next to what others already own (a real server names a client with no fieldManager
+    after its user agent)."""
+    name = manager or "unnamed-client"
+    kept = [
+        entry
+        for entry in ((current or {}).get("metadata") or {}).get("managedFields") or []
+        if not (entry.get("manager") == name and entry.get("operation") == "Update")
+    ]
+    entry = {
+        "manager": name,
+        "operation": "Update",
+        "apiVersion": str(body.get("apiVersion", "")),
+        "fieldsType": "FieldsV1",
+        "fieldsV1": fields_v1(body),
+    }
+    body.setdefault("metadata", {})["managedFields"] = [*kept, entry]
+    return body
 
 
 @dataclass(frozen=True)
@@ -558,6 +582,8 @@ class ClusterEmulator(kmock.KubernetesEmulator):
     async def _serve_create(self, request: kmock.Request) -> Response:
         resource, namespace = self._address(request)
         body = self._body(request)
+        if isinstance(body, dict) and resource != EVENTS:
+            with_update_entry(body, None, request.params.get("fieldManager"))
         async with self._lock:
             created = await self._create(resource, namespace, body, dry_run=_dry_run(request))
         return Response(status=201, payload=created)
@@ -616,6 +642,8 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                     415, "UnsupportedMediaType", f"unsupported patch type {content_type!r}"
                 )
             self._check_version(current, wanted)
+            if request.subresource is None:
+                with_update_entry(wanted, current, request.params.get("fieldManager"))
             result = await self._update(key, current, wanted, request, dry_run=dry_run)
             return Response(status=200, payload=result)
 
@@ -629,6 +657,8 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             if current is None:
                 raise self._not_found(resource, request.name)
             self._check_version(current, body)
+            if request.subresource is None:
+                with_update_entry(body, current, request.params.get("fieldManager"))
             return await self._update(key, current, body, request, dry_run=_dry_run(request))
 
     async def _serve_delete(self, request: kmock.Request) -> Body:

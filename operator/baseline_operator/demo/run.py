@@ -23,10 +23,10 @@ import structlog
 import yaml
 
 from baseline_operator.controller.main import operator_in_process
-from baseline_operator.controller.runtime import RuntimeOptions
+from baseline_operator.controller.options import OperatorOptions
 from baseline_operator.demo.emulator import running_emulator
 from baseline_operator.kube.client import KubeApi, collection_path
-from baseline_operator.kube.config import api_client, configuration_for
+from baseline_operator.kube.config import configuration_for, endpoint_of
 from baseline_operator.policy.names import APPLIED_PREFIX, is_managed
 from baseline_operator.policy.objects import (
     NAMESPACE,
@@ -91,8 +91,7 @@ async def demo(count: int, out: TextIO) -> int:
         print(text, file=out, flush=True)
 
     async with running_emulator() as (_, url):
-        client = api_client(configuration_for(url))
-        kube = KubeApi(client)
+        kube = KubeApi(endpoint_of(configuration_for(url)))
         namespaces = demo_namespaces(count)
         for name, labels in namespaces:
             await kube.create(
@@ -132,13 +131,13 @@ async def demo(count: int, out: TextIO) -> int:
             say(f"  already there, made by someone else: NetworkPolicy {foreign}/{TAKEN_NAME}")
         say()
 
-        options = RuntimeOptions(resync_seconds=3600, workers=4)
+        options = OperatorOptions(resync_seconds=3600, workers=4)
         loop = asyncio.get_running_loop()
         started = loop.time()
         progress = Progress(kube, names, say, started, loop.time)
         try:
             async with operator_in_process(
-                kube, lambda: kopf.ConnectionInfo(server=url), options, username=options.username
+                kube, lambda: kopf.ConnectionInfo(server=url), options
             ):
                 say("converging")
                 if not await _wait(progress.settled, TIMEOUT):
@@ -151,7 +150,7 @@ async def demo(count: int, out: TextIO) -> int:
                 say()
                 await _show_baselines(kube, names, say)
         finally:
-            client.close()  # type: ignore[no-untyped-call]
+            await kube.close()
     return 0
 
 

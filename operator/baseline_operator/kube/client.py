@@ -1,13 +1,20 @@
 """All requests the operator makes to the API server, in one place.
 
-Every request is one a real kube-apiserver (1.30+) accepts: server-side apply
-(PATCH application/apply-patch+yaml with a field manager), JSON merge patch of
-a status subresource, DELETE with a uid precondition, POST of Events, GET/PUT
-of a Lease. The official client is synchronous, so each request runs in a
-worker thread (`asyncio.to_thread`); a semaphore bounds how many run at once
-(the request budget), and transient failures (429, 5xx, timeouts, optimistic-
-concurrency conflicts) are retried with capped exponential backoff, honouring
-Retry-After.
+Every request is one a real kube-apiserver (1.30+) accepts: POST to create,
+PUT carrying a resourceVersion to put an object back exactly, server-side apply
+(PATCH application/apply-patch+yaml with a field manager) for the fields the
+operator sets on objects it does not own and for namespace labels, JSON merge
+patch of a status subresource, DELETE with a uid precondition, paginated LIST and
+WATCH with label and field selectors (namespaces as metadata only), POST of Events.
+
+The client is aiohttp, as kopf's own: every request, watches included, is a
+coroutine on the operator's event loop, with no thread per request or per watch
+and no cap from a thread pool. A semaphore bounds how many ordinary requests are
+in flight (the request budget); watches are long-lived and outside it. Transient
+failures (429, 5xx, connection errors, timeouts) are retried with capped
+exponential backoff honouring Retry-After; nothing else is, because a refused
+request (a stale resourceVersion, a failed precondition, AlreadyExists) needs a
+fresh look, not the same request again.
 """
 
 from __future__ import annotations
@@ -15,14 +22,14 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from collections.abc import Sequence
+import ssl
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
+import aiohttp
 import structlog
-import urllib3
-from kubernetes import client as k8s
 
 from baseline_operator.policy.names import FIELD_MANAGER
 from baseline_operator.policy.objects import Body, Kind, ObjectRef
@@ -31,17 +38,32 @@ log = structlog.get_logger(__name__)
 
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
 MERGE_PATCH_CONTENT_TYPE = "application/merge-patch+json"
+# Lists and watches of namespaces need only their metadata (selection reads labels).
+METADATA_ONLY_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 _RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
 class ApiError(Exception):
     """A request the API server refused (or never answered), after retries."""
 
-    def __init__(self, status: int, reason: str, message: str) -> None:
+    def __init__(
+        self,
+        status: int,
+        reason: str,
+        message: str,
+        details: Mapping[str, Any] | None = None,
+        *,
+        is_status: bool = True,
+    ) -> None:
         super().__init__(f"{status} {reason}: {message}" if status else message)
         self.status = status
         self.reason = reason
         self.message = message
+        self.details: Mapping[str, Any] = details or {}
+        # Whether the answer was a metav1.Status (a plain-text 404 means "no such resource
+        # type here", not "no such object").
+        self.is_status = is_status
 
     @property
     def not_found(self) -> bool:
@@ -49,7 +71,39 @@ class ApiError(Exception):
 
     @property
     def conflict(self) -> bool:
-        return self.status == 409
+        """A stale resourceVersion or a failed precondition (409 Conflict)."""
+        return self.status == 409 and self.reason != "AlreadyExists"
+
+    @property
+    def already_exists(self) -> bool:
+        return self.status == 409 and self.reason == "AlreadyExists"
+
+    @property
+    def gone(self) -> bool:
+        """410 Gone: a watch or list asked for a resourceVersion that was compacted."""
+        return self.status == 410 or self.reason in ("Expired", "Gone")
+
+    @property
+    def kind_not_served(self) -> bool:
+        """The API server does not serve the resource at all (its CRD is not installed): a
+        plain-text 404, or a Status that names no object."""
+        return self.status == 404 and (not self.is_status or not self.details.get("name"))
+
+    def namespace_gone(self, namespace: str | None) -> bool:
+        """The request failed because its namespace is gone or being deleted."""
+        if namespace is None:
+            return False
+        causes = self.details.get("causes") or []
+        if self.status == 403 and any(
+            isinstance(cause, Mapping) and cause.get("reason") == "NamespaceTerminating"
+            for cause in causes
+        ):
+            return True
+        return (
+            self.status == 404
+            and self.details.get("kind") == "namespaces"
+            and self.details.get("name") == namespace
+        )
 
 
 @dataclass(frozen=True)
@@ -57,6 +111,31 @@ class Response:
     status: int
     body: Body
     warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where the API server is and how to authenticate to it."""
+
+    server: str
+    ca_file: str | None = None
+    insecure: bool = False
+    certificate_file: str | None = None
+    key_file: str | None = None
+    # The Authorization header's value, read afresh per request: in a pod, the
+    # ServiceAccount token is rotated.
+    authorization: Callable[[], str | None] = lambda: None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def ssl_context(self) -> ssl.SSLContext | bool:
+        if not self.server.startswith("https"):
+            return False
+        if self.insecure:
+            return False
+        context = ssl.create_default_context(cafile=self.ca_file)
+        if self.certificate_file:
+            context.load_cert_chain(self.certificate_file, self.key_file)
+        return context
 
 
 @dataclass
@@ -72,17 +151,51 @@ class RetryPolicy:
         return base * (0.5 + random.random() / 2)  # jitter: replicas and workers spread out
 
 
+@dataclass(frozen=True)
+class WatchEvent:
+    type: str  # ADDED, MODIFIED, DELETED, BOOKMARK
+    object: Body
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Body]
+    resource_version: str
+    next: str | None  # the continue token, if more pages follow
+
+
 @dataclass
 class KubeApi:
     """The operator's only door to the API server."""
 
-    api_client: k8s.ApiClient
+    endpoint: Endpoint
     budget: int = 8
     timeout: float = 30.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    # Counts every request by verb and answer status (for logs, tests and benchmarks).
+    on_request: Callable[[str, str, int, float], None] | None = None
 
     def __post_init__(self) -> None:
         self._slots = asyncio.Semaphore(self.budget)
+        self._session: aiohttp.ClientSession | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(
+                ssl=self.endpoint.ssl_context(), limit=0, enable_cleanup_closed=True
+            )
+            self._session = aiohttp.ClientSession(
+                base_url=None, connector=connector, headers=dict(self.endpoint.headers)
+            )
+        return self._session
+
+    async def close(self) -> None:
+        """Close the connections (a later request opens new ones)."""
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+        self._session = None
 
     # ------------------------------------------------------------------ objects
 
@@ -96,6 +209,17 @@ class KubeApi:
             "PATCH", object_path(ref), query=query, body=body, content_type=APPLY_CONTENT_TYPE
         )
 
+    async def create(self, kind: Kind, namespace: str | None, body: Body) -> Body:
+        query = [("fieldManager", FIELD_MANAGER)]
+        return (
+            await self.request("POST", collection_path(kind, namespace), query=query, body=body)
+        ).body
+
+    async def replace(self, ref: ObjectRef, body: Body) -> Body:
+        """PUT: the whole object, exactly; `body` carries the resourceVersion it replaces."""
+        query = [("fieldManager", FIELD_MANAGER)]
+        return (await self.request("PUT", object_path(ref), query=query, body=body)).body
+
     async def delete(self, ref: ObjectRef, uid: str | None) -> bool:
         """Delete one object, only if it is still the one we saw (uid). False if already gone."""
         body: Body = {
@@ -108,7 +232,7 @@ class KubeApi:
         try:
             await self.request("DELETE", object_path(ref), body=body)
         except ApiError as exc:
-            if exc.not_found:
+            if exc.not_found and not exc.kind_not_served:
                 return False
             raise
         return True
@@ -117,7 +241,7 @@ class KubeApi:
         try:
             return (await self.request("GET", object_path(ref))).body
         except ApiError as exc:
-            if exc.not_found:
+            if exc.not_found and not exc.kind_not_served:
                 return None
             raise
 
@@ -129,11 +253,92 @@ class KubeApi:
         )
         return response.body
 
-    async def create(self, kind: Kind, namespace: str | None, body: Body) -> Body:
-        return (await self.request("POST", collection_path(kind, namespace), body=body)).body
+    # ------------------------------------------------------------------ list and watch
 
-    async def replace(self, ref: ObjectRef, body: Body) -> Body:
-        return (await self.request("PUT", object_path(ref), body=body)).body
+    async def list_page(
+        self,
+        kind: Kind,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        metadata_only: bool = False,
+        limit: int = 500,
+        after: str | None = None,
+    ) -> Page:
+        """One page of a cluster-wide list (`after` is the previous page's continue token)."""
+        query = [("limit", str(limit))]
+        if label_selector:
+            query.append(("labelSelector", label_selector))
+        if field_selector:
+            query.append(("fieldSelector", field_selector))
+        if after:
+            query.append(("continue", after))
+        response = await self.request(
+            "GET",
+            collection_path(kind, None),
+            query=query,
+            accept=METADATA_ONLY_LIST if metadata_only else "application/json",
+        )
+        metadata = response.body.get("metadata") or {}
+        items = response.body.get("items") or []
+        return Page(
+            items=[item for item in items if isinstance(item, dict)],
+            resource_version=str(metadata.get("resourceVersion") or ""),
+            next=metadata.get("continue") or None,
+        )
+
+    async def watch(
+        self,
+        kind: Kind,
+        resource_version: str,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        metadata_only: bool = False,
+        timeout_seconds: int = 300,
+    ) -> AsyncIterator[WatchEvent]:
+        """The changes after `resource_version`, with bookmarks, until the server ends the
+        stream. An ERROR event (410 Gone when the version was compacted) is raised as
+        ApiError; so is a refused request."""
+        query = [
+            ("watch", "true"),
+            ("allowWatchBookmarks", "true"),
+            ("timeoutSeconds", str(timeout_seconds)),
+        ]
+        if resource_version:
+            query.append(("resourceVersion", resource_version))
+        if label_selector:
+            query.append(("labelSelector", label_selector))
+        if field_selector:
+            query.append(("fieldSelector", field_selector))
+        timeout = aiohttp.ClientTimeout(
+            total=None, connect=self.timeout, sock_read=timeout_seconds + 30
+        )
+        headers = self._headers(METADATA_ONLY if metadata_only else "application/json")
+        url = self.endpoint.server.rstrip("/") + collection_path(kind, None)
+        try:
+            async with self._client().get(
+                url, params=query, headers=headers, timeout=timeout
+            ) as answer:
+                if answer.status != 200:
+                    raise _error_from(answer.status, await answer.read())
+                async for line in _lines(answer.content):
+                    event = json.loads(line)
+                    if not isinstance(event, dict):
+                        continue
+                    event_type = str(event.get("type") or "")
+                    body = event.get("object") or {}
+                    if event_type == "ERROR":
+                        status = body if isinstance(body, dict) else {}
+                        raise ApiError(
+                            int(status.get("code") or 0),
+                            str(status.get("reason") or ""),
+                            str(status.get("message") or ""),
+                        )
+                    if isinstance(body, dict):
+                        yield WatchEvent(event_type, body)
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+            raise ApiError(0, "Unreachable", f"watch {kind.plural}: {exc!r}") from exc
 
     # ------------------------------------------------------------------ transport
 
@@ -145,22 +350,17 @@ class KubeApi:
         query: Sequence[tuple[str, str]] = (),
         body: Body | None = None,
         content_type: str = "application/json",
+        accept: str = "application/json",
     ) -> Response:
         for attempt in range(self.retry.attempts):
             async with self._slots:
-                try:
-                    response = await asyncio.to_thread(
-                        self._send, method, path, list(query), body, content_type
-                    )
-                except (urllib3.exceptions.HTTPError, OSError) as exc:
-                    failure: ApiError = ApiError(0, "Unreachable", f"{method} {path}: {exc}")
-                    retry_after: float | None = None
-                else:
-                    if 200 <= response[0] < 300:
-                        return Response(response[0], response[1], response[3])
-                    failure = _error_from(response[0], response[1])
-                    retry_after = response[2]
-            if not _retriable(failure, method) or attempt == self.retry.attempts - 1:
+                failure, retry_after, response = await self._send(
+                    method, path, query, body, content_type, accept
+                )
+            if response is not None:
+                return response
+            assert failure is not None
+            if not _retriable(failure) or attempt == self.retry.attempts - 1:
                 raise failure
             delay = self.retry.delay(attempt, retry_after)
             log.info(
@@ -174,66 +374,116 @@ class KubeApi:
             await asyncio.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _send(
+    async def get_text(self, path: str, query: Sequence[tuple[str, str]] = ()) -> str:
+        """A GET whose answer is text (e.g. /metrics)."""
+        url = self.endpoint.server.rstrip("/") + path
+        headers = self._headers("text/plain, application/json")
+        timeout = aiohttp.ClientTimeout(total=self.timeout * 2)
+        async with self._client().get(
+            url, params=list(query), headers=headers, timeout=timeout
+        ) as answer:
+            text = await answer.text()
+            if answer.status >= 300:
+                raise _error_from(answer.status, text.encode())
+            return text
+
+    def _headers(self, accept: str) -> dict[str, str]:
+        headers = {"Accept": accept}
+        authorization = self.endpoint.authorization()
+        if authorization:
+            headers["Authorization"] = authorization
+        return headers
+
+    async def _send(
         self,
         method: str,
         path: str,
-        query: list[tuple[str, str]],
+        query: Sequence[tuple[str, str]],
         body: Body | None,
         content_type: str,
-    ) -> tuple[int, Body, float | None, tuple[str, ...]]:
-        headers = {"Accept": "application/json"}
+        accept: str,
+    ) -> tuple[ApiError | None, float | None, Response | None]:
+        headers = self._headers(accept)
+        data = None
         if body is not None:
             headers["Content-Type"] = content_type
-        _, url, headers, serialized, _ = self.api_client.param_serialize(
-            method=method,
-            resource_path=path,
-            query_params=query,
-            header_params=headers,
-            body=body,
-            auth_settings=["BearerToken"],
-        )
-        raw = self.api_client.call_api(
-            method, url, header_params=headers, body=serialized, _request_timeout=self.timeout
-        )
-        data: bytes = raw.read()  # type: ignore[no-untyped-call]
+            data = json.dumps(body, separators=(",", ":"))
+        url = self.endpoint.server.rstrip("/") + path
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         try:
-            parsed = json.loads(data) if data else {}
-        except ValueError:
-            parsed = {"message": data.decode("utf-8", "replace")[:500]}
-        retry_after = raw.headers.get("Retry-After")
-        warnings = tuple(_warnings(raw.headers))
-        return (
-            raw.status,
-            parsed if isinstance(parsed, dict) else {},
-            float(retry_after) if retry_after and retry_after.isdigit() else None,
-            warnings,
-        )
+            async with self._client().request(
+                method,
+                url,
+                params=list(query),
+                data=data,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+            ) as answer:
+                raw = await answer.read()
+                status = answer.status
+                retry_after = answer.headers.get("Retry-After")
+                warnings = tuple(
+                    text
+                    for value in answer.headers.getall("Warning", [])
+                    for text in _split_warning_header(value)
+                )
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            self._count(method, path, 0, loop.time() - started)
+            return ApiError(0, "Unreachable", f"{method} {path}: {exc!r}"), None, None
+        self._count(method, path, status, loop.time() - started)
+        if 200 <= status < 300:
+            parsed = _parse(raw)
+            return (
+                None,
+                None,
+                Response(status, parsed if isinstance(parsed, dict) else {}, warnings),
+            )
+        seconds = float(retry_after) if retry_after and retry_after.isdigit() else None
+        return _error_from(status, raw), seconds, None
+
+    def _count(self, method: str, path: str, status: int, seconds: float) -> None:
+        if self.on_request is not None:
+            self.on_request(method, path, status, seconds)
 
 
-def _error_from(status: int, body: Body) -> ApiError:
-    message = str(body.get("message") or body).strip()
-    return ApiError(status, str(body.get("reason") or ""), message)
+async def _lines(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
+    """Newline-separated chunks of a stream, of any length (an object may exceed the
+    reader's line limit)."""
+    buffer = b""
+    async for chunk in content.iter_any():
+        buffer += chunk
+        while True:
+            end = buffer.find(b"\n")
+            if end < 0:
+                break
+            line, buffer = buffer[:end], buffer[end + 1 :]
+            if line.strip():
+                yield line
+    if buffer.strip():
+        yield buffer
 
 
-def _retriable(error: ApiError, method: str) -> bool:
-    if error.status == 0 or error.status in _RETRIED_STATUSES:
-        return True
-    # An optimistic-concurrency conflict is worth another try; a failed uid precondition
-    # (the object was replaced) or AlreadyExists is not.
-    return error.status == 409 and method in {"PUT", "PATCH"} and error.reason == "Conflict"
+def _parse(raw: bytes) -> Any:
+    if not raw:
+        return {}
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return {"message": raw.decode("utf-8", "replace")[:500]}
 
 
-def _warnings(headers: Any) -> list[str]:
-    """The `Warning: 299 - "text"` headers of a response, as text."""
-    values = headers.getlist("Warning") if hasattr(headers, "getlist") else []
-    if not values and headers.get("Warning"):
-        values = [headers.get("Warning")]
-    texts = []
-    for value in values:
-        for part in _split_warning_header(value):
-            texts.append(part)
-    return texts
+def _error_from(status: int, raw: bytes) -> ApiError:
+    parsed = _parse(raw)
+    body = parsed if isinstance(parsed, dict) else {}
+    is_status = body.get("kind") == "Status"
+    message = str(body.get("message") or body or raw[:200].decode("utf-8", "replace")).strip()
+    details = body.get("details") if isinstance(body.get("details"), dict) else None
+    return ApiError(status, str(body.get("reason") or ""), message, details, is_status=is_status)
+
+
+def _retriable(error: ApiError) -> bool:
+    return error.status == 0 or error.status in _RETRIED_STATUSES
 
 
 def _split_warning_header(value: str) -> list[str]:
@@ -241,7 +491,7 @@ def _split_warning_header(value: str) -> list[str]:
     texts: list[str] = []
     rest = value.strip()
     while rest:
-        code_agent, quote_start, remainder = rest.partition('"')
+        _, quote_start, remainder = rest.partition('"')
         if not quote_start:
             break
         text_chars: list[str] = []
@@ -258,7 +508,6 @@ def _split_warning_header(value: str) -> list[str]:
             index += 1
         texts.append("".join(text_chars))
         rest = remainder[index + 1 :].lstrip(" ,")
-        del code_agent
     return texts
 
 

@@ -10,6 +10,8 @@ import kopf
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
+from baseline_operator.kube.client import Endpoint
+
 
 def load_configuration() -> k8s.Configuration:
     """In-cluster configuration when running in a pod, else the current kubeconfig."""
@@ -33,12 +35,25 @@ def configuration_for(url: str) -> k8s.Configuration:
     return configuration
 
 
-def api_client(configuration: k8s.Configuration, pool_size: int = 16) -> k8s.ApiClient:
-    configuration.connection_pool_maxsize = pool_size
-    # urllib3 would otherwise retry some 429/503 answers itself, out of the request budget's
-    # sight; KubeApi retries with its own backoff instead.
-    configuration.retries = False
-    return k8s.ApiClient(configuration)
+def endpoint_of(
+    configuration: k8s.Configuration, headers: dict[str, str] | None = None
+) -> Endpoint:
+    """The operator's client settings from a loaded kubeconfig or in-cluster configuration."""
+
+    def authorization() -> str | None:
+        # Calls the configuration's refresh hook: a rotated in-cluster token is re-read.
+        value = configuration.get_api_key_with_prefix("BearerToken", alias="authorization")
+        return str(value) if value else None
+
+    return Endpoint(
+        server=configuration.host,
+        ca_file=configuration.ssl_ca_cert or None,
+        insecure=not configuration.verify_ssl,
+        certificate_file=configuration.cert_file or None,
+        key_file=configuration.key_file or None,
+        authorization=authorization,
+        headers=dict(headers or {}),
+    )
 
 
 def token_username(configuration: k8s.Configuration) -> str | None:

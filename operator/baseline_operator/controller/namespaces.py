@@ -1,0 +1,305 @@
+"""Reconciling one namespace: the unit of work.
+
+Read the namespace, the baselines and the objects in it from the view (no GET);
+select the baselines that apply; render and layer what they want (pure); diff it
+with what is there (pure); make only those writes; record each baseline's outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from baseline_operator.api.resource import SecurityBaseline
+from baseline_operator.controller.baselines import BaselineEntry
+from baseline_operator.controller.keys import namespace_key
+from baseline_operator.controller.status import StatusKeeper, shortened
+from baseline_operator.controller.view import ClusterView
+from baseline_operator.controller.writer import FailureKind, WriteFailure, Writer
+from baseline_operator.kube.client import ApiError, KubeApi
+from baseline_operator.policy.diff import (
+    ApplyReason,
+    NamespaceChanges,
+    NamespaceState,
+    OwnerState,
+    desired_namespace_labels,
+    diff_namespace,
+)
+from baseline_operator.policy.layering import NamespacePlan, plan_namespace
+from baseline_operator.policy.names import APPLIED_PREFIX
+from baseline_operator.policy.objects import NAMESPACE, ObjectRef
+from baseline_operator.policy.podsecurity import PSA_PREFIX, enforce_raised, level_key
+from baseline_operator.policy.select import selects
+from baseline_operator.policy.status import Outcome, Result
+
+log = structlog.get_logger(__name__)
+
+# How soon a namespace whose view was stale (a write raced the watch) is looked at again.
+STALE_RETRY = 0.2
+
+
+class RetryLater(Exception):
+    """Some writes were refused; the outcome is recorded and the key goes back on the queue
+    with backoff."""
+
+
+@dataclass
+class NamespaceReconciler:
+    view: ClusterView
+    kube: KubeApi
+    writer: Writer
+    status: StatusKeeper
+    enqueue: Callable[[Hashable, float], None]
+    operator_namespace: str
+
+    # The enforce level last raised in each namespace, and the API server's warnings then.
+    _raised: dict[str, tuple[str | None, tuple[str, ...]]] = field(default_factory=dict)
+    # Pod Security previews by namespace and the labels they were made for.
+    _previews: dict[str, tuple[tuple[tuple[str, str], ...], tuple[str, ...]]] = field(
+        default_factory=dict
+    )
+    # How many times each namespace was reconciled (logs and tests); dropped with it.
+    reconciled: Counter[str] = field(default_factory=Counter)
+
+    def forget(self, name: str) -> None:
+        """Drop everything kept for a namespace that is gone."""
+        self._raised.pop(name, None)
+        self._previews.pop(name, None)
+        self.reconciled.pop(name, None)
+        self.view.forget_namespace(name)
+        self.status.record(name, {})
+
+    def kept_namespaces(self) -> int:
+        """How many namespaces have per-namespace state here (a leak check)."""
+        return len(set(self._raised) | set(self._previews) | set(self.reconciled))
+
+    async def reconcile(self, name: str) -> None:
+        state = self.view.namespace(name)
+        if state is None or state.terminating:
+            self.forget(name)
+            return
+        self.reconciled[name] += 1
+        entries = self.view.baselines()
+        selecting = {
+            entry.name: entry
+            for entry in entries.values()
+            if entry.baseline is not None
+            and not entry.deleting
+            and selects(entry.baseline, name, state.labels, self.operator_namespace)
+        }
+        enforce = [e.baseline for e in selecting.values() if e.baseline and not e.audit_mode]
+        owners = {
+            entry.name: _owner_state(entry, entry.name in selecting) for entry in entries.values()
+        }
+        plan = plan_namespace(name, enforce)
+        observed = self.view.objects_in(name)
+        changes = diff_namespace(plan.labels, plan.objects, state, observed, owners)
+
+        preview: tuple[str, ...] = ()
+        enforced = plan.labels.get(level_key("enforce"))
+        if changes.labels is not None and enforce_raised(state.labels, changes.labels):
+            preview = await self._preview(name, changes.labels)
+            self._raised[name] = (enforced, preview)
+        elif name in self._raised and self._raised[name][0] == enforced:
+            # The warnings of the last raise stay in the report while that level holds.
+            preview = self._raised[name][1]
+        else:
+            self._raised.pop(name, None)
+
+        failures = await self._execute(state, changes)
+        if any(f.kind is FailureKind.NAMESPACE_GONE for f in failures.values()):
+            # Deleted under our feet (the watch had not said so yet): not a failure.
+            log.info("namespace went away while being reconciled", namespace=name)
+            self.forget(name)
+            return
+        if any(f.kind is FailureKind.STALE for f in failures.values()):
+            # A write raced the watch, or found someone else's object where the baseline
+            # wants one: this pass judged a view that was behind. Look again at once, and
+            # report only what a pass over a current view finds.
+            self.enqueue(namespace_key(name), STALE_RETRY)
+            return
+        reported = {ref: f for ref, f in failures.items() if f.reported}
+
+        results: dict[str, Outcome] = {}
+        for baseline in enforce:
+            results[baseline.name] = _enforce_outcome(
+                baseline, selecting[baseline.name].generation, plan, changes, reported, preview
+            )
+        for entry in selecting.values():
+            if entry.audit_mode and entry.baseline is not None:
+                results[entry.name] = await self._audit_outcome(
+                    entry, enforce, state, observed, owners
+                )
+        if changes.writes:
+            log.info(
+                "namespace reconciled",
+                namespace=name,
+                applied=len(changes.applies),
+                deleted=len(changes.deletes),
+                labels=changes.labels is not None,
+                conflicts=len(changes.conflicts),
+                failed=len(failures),
+            )
+        await self.status.report_namespace(state, changes, failures, results)
+        self.status.record(name, results)
+        if any(f.kind is FailureKind.REFUSED for f in failures.values()):
+            raise RetryLater(f"namespace {name}: {len(reported)} writes failed")
+
+    async def _execute(
+        self, state: NamespaceState, changes: NamespaceChanges
+    ) -> dict[ObjectRef, WriteFailure]:
+        """Make the writes; the failures by object (the namespace itself for labels)."""
+        outcomes = await asyncio.gather(
+            *(self.writer.apply(item) for item in changes.applies),
+            *(self.writer.delete(item) for item in changes.deletes),
+        )
+        failures = {failure.ref: failure for failure in outcomes if failure is not None}
+        if changes.labels is not None:
+            failure = await self.writer.apply_labels(state.name, changes.labels)
+            if failure is not None:
+                failures[failure.ref] = failure
+        return failures
+
+    async def _preview(self, namespace: str, labels: Mapping[str, str]) -> tuple[str, ...]:
+        """The API server's warnings about running pods the new enforce level would reject."""
+        wanted = tuple(sorted(labels.items()))
+        cached = self._previews.get(namespace)
+        if cached is not None and cached[0] == wanted:
+            return cached[1]
+        body = {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": namespace, "labels": dict(labels)},
+        }
+        try:
+            answer = await self.kube.apply(body, dry_run=True)
+        except ApiError as exc:
+            log.info("pod security preview failed", namespace=namespace, error=str(exc))
+            return ()
+        warnings = tuple(answer.warnings)
+        self._previews[namespace] = (wanted, warnings)
+        return warnings
+
+    async def _audit_outcome(
+        self,
+        entry: BaselineEntry,
+        enforce: Sequence[SecurityBaseline],
+        state: NamespaceState,
+        observed: Mapping[ObjectRef, Any],
+        owners: Mapping[str, OwnerState],
+    ) -> Outcome:
+        """What this Audit-mode baseline would change here if it were enforced."""
+        assert entry.baseline is not None
+        name = entry.name
+        as_if = dict(owners)
+        as_if[name] = OwnerState(
+            adopt=entry.baseline.spec.adopt,
+            cleanup=entry.baseline.spec.cleanup_policy,
+            active=True,
+        )
+        plan = plan_namespace(state.name, [*enforce, entry.baseline])
+        changes = diff_namespace(plan.labels, plan.objects, state, observed, as_if)
+        by_verb: dict[str, list[str]] = {}
+        for item in changes.applies:
+            if item.desired.baseline == name:
+                verb = "create" if item.reason is ApplyReason.CREATE else str(item.reason)
+                by_verb.setdefault(verb, []).append(
+                    f"{item.desired.ref.kind.kind} {item.desired.ref.name}"
+                )
+        wanted = desired_namespace_labels(plan.labels, state, as_if)
+        label_changes = sorted(
+            f"{key}={value}"
+            for key, value in wanted.items()
+            if state.labels.get(key) != value
+            and (key.startswith(PSA_PREFIX) or key == f"{APPLIED_PREFIX}{name}")
+        )
+        would: list[str] = []
+        if label_changes:
+            would.append("set namespace labels " + ", ".join(label_changes))
+        for verb, objects in sorted(by_verb.items()):
+            would.append(f"{verb} {len(objects)} objects: {shortened(sorted(objects), 12)}")
+        warnings: tuple[str, ...] = ()
+        psa_level = wanted.get(level_key("enforce"))
+        if enforce_raised(state.labels, wanted):
+            warnings = await self._preview(state.name, wanted)
+        conflicts = [c for c in changes.conflicts if c.baseline == name]
+        if conflicts:
+            return Outcome(
+                Result.CONFLICTED,
+                entry.generation,
+                "Conflicted",
+                conflicts[0].message,
+                warnings,
+                psa_level,
+            )
+        if would:
+            return Outcome(
+                Result.DRIFTED,
+                entry.generation,
+                "WouldChange",
+                "would " + "; would ".join(would),
+                warnings,
+                psa_level,
+            )
+        return Outcome(Result.COMPLIANT, entry.generation, "", "", warnings, psa_level)
+
+
+def _enforce_outcome(
+    baseline: SecurityBaseline,
+    generation: int,
+    plan: NamespacePlan,
+    changes: NamespaceChanges,
+    failures: Mapping[ObjectRef, WriteFailure],
+    preview: tuple[str, ...],
+) -> Outcome:
+    name = baseline.name
+    mine = {a.desired.ref for a in changes.applies if a.desired.baseline in (name, None)}
+    mine |= {d.ref for d in changes.deletes if d.baseline == name}
+    mine.add(ObjectRef(NAMESPACE, None, plan.namespace))
+    failed = sorted((ref, failure.message) for ref, failure in failures.items() if ref in mine)
+    psa_level = plan.labels.get(level_key("enforce"))
+    warnings = preview if baseline.spec.pod_security and baseline.spec.pod_security.enforce else ()
+    if failed:
+        _, error = failed[0]
+        more = f" (+{len(failed) - 1} more)" if len(failed) > 1 else ""
+        return Outcome(
+            Result.FAILED, generation, "ApplyFailed", f"{error}{more}", warnings, psa_level
+        )
+    # Someone else's object where the baseline wants one, a copy carrying its labels, or
+    # a name another baseline's object takes: reported, never silently dropped.
+    conflicts = [c.message for c in changes.conflicts if c.baseline == name]
+    conflicts += [c.message for c in plan.collisions if c.baseline == name]
+    if conflicts:
+        more = f" (+{len(conflicts) - 1} more)" if len(conflicts) > 1 else ""
+        return Outcome(
+            Result.CONFLICTED,
+            generation,
+            "Conflicted",
+            conflicts[0] + more,
+            warnings,
+            psa_level,
+        )
+    lost = [s for s in plan.superseded if s.baseline == name]
+    if lost:
+        message = "; ".join(s.message for s in lost)
+        return Outcome(Result.SUPERSEDED, generation, "Superseded", message, warnings, psa_level)
+    return Outcome(Result.COMPLIANT, generation, "", "", warnings, psa_level)
+
+
+def _owner_state(entry: BaselineEntry, selects_namespace: bool) -> OwnerState:
+    if entry.baseline is None:
+        # An invalid spec changes nothing, unless the baseline is being deleted.
+        return OwnerState(cleanup=entry.cleanup_policy, frozen=not entry.deleting)
+    spec = entry.baseline.spec
+    if entry.audit_mode and not entry.deleting:
+        return OwnerState(adopt=spec.adopt, cleanup=spec.cleanup_policy, frozen=True)
+    return OwnerState(
+        adopt=spec.adopt,
+        cleanup=spec.cleanup_policy,
+        active=selects_namespace and not entry.deleting,
+    )

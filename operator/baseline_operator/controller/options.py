@@ -1,0 +1,35 @@
+"""The operator's configuration: one frozen object from the command line to every part."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from baseline_operator.policy.names import OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT
+
+
+@dataclass(frozen=True)
+class OperatorOptions:
+    # The operator's own namespace (its Lease; always excluded from selection).
+    namespace: str = OPERATOR_NAMESPACE
+    service_account: str = OPERATOR_SERVICE_ACCOUNT
+    # Namespaces reconciled at once, and requests in flight at once (the request budget).
+    workers: int = 4
+    request_budget: int = 8
+    # Every namespace is looked at again this often, and objects of others found where
+    # the operator wanted to create one are read again.
+    resync_seconds: float = 300.0
+    # The watches are restarted by the server after this long (a bookmark keeps the place).
+    watch_timeout: int = 300
+    # Events name this instance (the pod's name).
+    instance: str = "baseline-operator"
+    # Whether pods may be watched at all (only when a baseline asks for workloadAudit).
+    workload_audit: bool = True
+    leader_election: bool = True
+    liveness: str | None = None
+    verbosity: int = 0
+    # The user tamper protection lets through; by default this ServiceAccount's.
+    username: str | None = None
+
+    @property
+    def operator_username(self) -> str:
+        return self.username or (f"system:serviceaccount:{self.namespace}:{self.service_account}")
