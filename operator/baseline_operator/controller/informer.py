@@ -106,6 +106,14 @@ class Informer(Generic[E]):
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name=f"informer-{self.kind.plural}")
 
+    def relist(self) -> None:
+        """List again now (a write said the kind is gone or back; a watch may not say so
+        for a while)."""
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+            self.start()
+
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()

@@ -117,6 +117,9 @@ class NamespaceReconciler:
             log.info("namespace went away while being reconciled", namespace=name)
             self.forget(name)
             return
+        if any(f.kind is FailureKind.FENCED for f in failures.values()):
+            # Leadership is in doubt: nothing is judged or reported until it is back.
+            raise RetryLater(f"namespace {name}: writes held back while not the leader")
         if any(f.kind is FailureKind.STALE for f in failures.values()):
             # A write raced the watch, or found someone else's object where the baseline
             # wants one: this pass judged a view that was behind. Look again at once, and

@@ -129,6 +129,12 @@ class ClusterView:
         self._overlay(result, namespace, kinds={kind})
         return result
 
+    def kind_not_served(self, kind: Kind) -> None:
+        """A write found the kind not served: forget its objects now (its CRD was deleted)."""
+        informer = self.objects_informers.get(kind)
+        if informer is not None and informer.served:
+            informer.relist()
+
     def served(self, kind: Kind) -> bool:
         informer = self.objects_informers.get(kind)
         return informer is not None and informer.served
@@ -164,6 +170,9 @@ class ClusterView:
         """Remember the server's answer to a write (None: deleted) until the watch shows it."""
         before = self._watched_version(ref)
         self._forget_found(ref)
+        informer = self.objects_informers.get(ref.kind)
+        if informer is not None and not informer.served:
+            informer.relist()  # the kind is served again (its CRD came back): watch it now
         if answer is None:
             if before is None:
                 return  # nothing watched to hide

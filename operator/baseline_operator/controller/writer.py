@@ -40,6 +40,7 @@ class FailureKind(StrEnum):
     STALE = "Stale"  # the view was behind the server: look again once the watch catches up
     NOT_SERVED = "NotServed"  # the API server does not serve the kind (its CRD is missing)
     REFUSED = "Refused"  # the server refused the write: report it and retry with backoff
+    FENCED = "Fenced"  # not sent: this replica is not (surely) the leader now
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,8 @@ class WriteFailure:
 
 
 def classify(ref: ObjectRef, error: ApiError) -> WriteFailure:
+    if error.fenced:
+        return WriteFailure(ref, FailureKind.FENCED, str(error))
     if error.namespace_gone(ref.namespace):
         return WriteFailure(ref, FailureKind.NAMESPACE_GONE, str(error))
     if error.kind_not_served:
@@ -85,7 +88,7 @@ class Writer:
             else:
                 answer = await self._replace(item)
         except ApiError as exc:
-            return classify(ref, exc)
+            return self._failed(ref, exc)
         self.view.wrote(ref, answer)
         return None
 
@@ -95,9 +98,15 @@ class Writer:
         except ApiError as exc:
             if exc.conflict:
                 return None  # replaced since it was seen (uid): not ours to delete any more
-            return classify(item.ref, exc)
+            return self._failed(item.ref, exc)
         self.view.wrote(item.ref, None)
         return None
+
+    def _failed(self, ref: ObjectRef, error: ApiError) -> WriteFailure:
+        failure = classify(ref, error)
+        if failure.kind is FailureKind.NOT_SERVED:
+            self.view.kind_not_served(ref.kind)
+        return failure
 
     async def apply_labels(self, namespace: str, labels: dict[str, str]) -> WriteFailure | None:
         """Server-side apply of the operator's labels on a namespace (exactly this set)."""

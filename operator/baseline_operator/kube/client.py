@@ -31,8 +31,7 @@ from urllib.parse import quote
 import aiohttp
 import structlog
 
-from baseline_operator.policy.names import FIELD_MANAGER
-from baseline_operator.policy.objects import Body, Kind, ObjectRef
+from baseline_operator.api.kinds import FIELD_MANAGER, Body, Kind, ObjectRef
 
 log = structlog.get_logger(__name__)
 
@@ -64,6 +63,11 @@ class ApiError(Exception):
         # Whether the answer was a metav1.Status (a plain-text 404 means "no such resource
         # type here", not "no such object").
         self.is_status = is_status
+
+    @property
+    def fenced(self) -> bool:
+        """Not sent: this replica may not write now (see KubeApi.may_write)."""
+        return self.reason == "Fenced"
 
     @property
     def not_found(self) -> bool:
@@ -174,6 +178,9 @@ class KubeApi:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     # Counts every request by verb and answer status (for logs, tests and benchmarks).
     on_request: Callable[[str, str, int, float], None] | None = None
+    # Fencing: while this says no, no write leaves (a leader whose lease may have passed to
+    # another replica must not write); checked before each attempt, retries included.
+    may_write: Callable[[], bool] | None = None
 
     def __post_init__(self) -> None:
         self._slots = asyncio.Semaphore(self.budget)
@@ -353,6 +360,8 @@ class KubeApi:
         accept: str = "application/json",
     ) -> Response:
         for attempt in range(self.retry.attempts):
+            if method != "GET" and self.may_write is not None and not self.may_write():
+                raise ApiError(0, "Fenced", f"{method} {path}: not the leader now; not sent")
             async with self._slots:
                 failure, retry_after, response = await self._send(
                     method, path, query, body, content_type, accept
@@ -483,6 +492,8 @@ def _error_from(status: int, raw: bytes) -> ApiError:
 
 
 def _retriable(error: ApiError) -> bool:
+    if error.fenced:
+        return False
     return error.status == 0 or error.status in _RETRIED_STATUSES
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import re
 
-FIELD_MANAGER = "baseline-operator"
+from baseline_operator.api.kinds import FIELD_MANAGER as FIELD_MANAGER  # noqa: PLC0414
+
 OPERATOR_NAMESPACE = "baseline-operator-system"
 OPERATOR_SERVICE_ACCOUNT = "baseline-operator"
 
