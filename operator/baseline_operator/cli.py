@@ -14,8 +14,8 @@ from typing import NoReturn
 import click
 import yaml
 
-from baseline_operator.api.crd import build_crd
-from baseline_operator.api.resource import InvalidBaseline
+from baseline_operator.api.crd import CRD_BUILDERS, build_crds
+from baseline_operator.api.resource import KIND, InvalidBaseline
 from baseline_operator.offline.baselines import (
     InputError,
     InvalidBaselineInFile,
@@ -44,9 +44,20 @@ def main() -> None:
 
 
 @main.command()
-def crd() -> None:
-    """Print the SecurityBaseline CustomResourceDefinition."""
-    click.echo(yaml.safe_dump(build_crd(), sort_keys=False), nl=False)
+@click.option(
+    "--kind",
+    type=click.Choice([*CRD_BUILDERS, "all"]),
+    default=KIND,
+    show_default=True,
+    help="Which CustomResourceDefinition; all: every one, as a multi-document YAML.",
+)
+def crd(kind: str) -> None:
+    """Print a CustomResourceDefinition (crds/ holds each one exactly as printed)."""
+    crds = build_crds() if kind == "all" else [CRD_BUILDERS[kind]()]
+    click.echo(
+        "---\n".join(yaml.safe_dump(item, sort_keys=False) for item in crds),
+        nl=False,
+    )
 
 
 @main.command()

@@ -15,6 +15,14 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from baseline_operator.api.exception import (
+    EXCEPTION_KIND,
+    EXCEPTION_PLURAL,
+    EXCEPTION_SHORT_NAME,
+    EXCEPTION_SINGULAR,
+    BaselineExceptionSpec,
+    BaselineExceptionStatus,
+)
 from baseline_operator.api.fields import DNS_LABEL_PATTERN
 from baseline_operator.api.resource import (
     API_VERSION,
@@ -187,8 +195,61 @@ def printer_columns() -> list[Schema]:
     ]
 
 
+_NAME_RULES: list[Schema] = [
+    {
+        "rule": "size(self.metadata.name) <= 63",
+        "message": "metadata.name must be at most 63 characters: it becomes a label key",
+    },
+    {
+        "rule": f"self.metadata.name.matches('{DNS_LABEL_PATTERN}')",
+        "message": ("metadata.name must be a DNS-1123 label (lower-case letters, digits, '-')"),
+    },
+]
+
+
+def _crd(
+    *,
+    kind: str,
+    plural: str,
+    singular: str,
+    short_name: str,
+    root: Schema,
+    columns: list[Schema],
+) -> Schema:
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": f"{plural}.{GROUP}",
+            "labels": {"app.kubernetes.io/name": "baseline-operator"},
+        },
+        "spec": {
+            "group": GROUP,
+            "scope": "Cluster",
+            "names": {
+                "kind": kind,
+                "listKind": f"{kind}List",
+                "plural": plural,
+                "singular": singular,
+                "shortNames": [short_name],
+                "categories": ["security"],
+            },
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": columns,
+                    "schema": {"openAPIV3Schema": root},
+                }
+            ],
+        },
+    }
+
+
 def build_crd() -> Schema:
-    """The complete apiextensions.k8s.io/v1 CustomResourceDefinition."""
+    """The SecurityBaseline CustomResourceDefinition (apiextensions.k8s.io/v1)."""
     spec_schema = document_caps(model_schema(SecurityBaselineSpec))
     spec_schema["description"] = (
         "The security posture every selected namespace must hold. Sections that are"
@@ -211,49 +272,89 @@ def build_crd() -> Schema:
             "spec": spec_schema,
             "status": status_schema,
         },
-        "x-kubernetes-validations": [
-            {
-                "rule": "size(self.metadata.name) <= 63",
-                "message": "metadata.name must be at most 63 characters: it becomes a label key",
-            },
-            {
-                "rule": f"self.metadata.name.matches('{DNS_LABEL_PATTERN}')",
-                "message": (
-                    "metadata.name must be a DNS-1123 label (lower-case letters, digits, '-')"
-                ),
-            },
-        ],
+        "x-kubernetes-validations": copy.deepcopy(_NAME_RULES),
     }
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {
-            "name": f"{PLURAL}.{GROUP}",
-            "labels": {"app.kubernetes.io/name": "baseline-operator"},
-        },
-        "spec": {
-            "group": GROUP,
-            "scope": "Cluster",
-            "names": {
-                "kind": KIND,
-                "listKind": f"{KIND}List",
-                "plural": PLURAL,
-                "singular": SINGULAR,
-                "shortNames": [SHORT_NAME],
-                "categories": ["security"],
-            },
-            "versions": [
-                {
-                    "name": VERSION,
-                    "served": True,
-                    "storage": True,
-                    "subresources": {"status": {}},
-                    "additionalPrinterColumns": printer_columns(),
-                    "schema": {"openAPIV3Schema": root},
-                }
-            ],
-        },
-    }
+    return _crd(
+        kind=KIND,
+        plural=PLURAL,
+        singular=SINGULAR,
+        short_name=SHORT_NAME,
+        root=root,
+        columns=printer_columns(),
+    )
 
 
-__all__ = ["API_VERSION", "build_crd", "model_schema", "printer_columns", "to_structural"]
+def exception_printer_columns() -> list[Schema]:
+    """What `kubectl get sbx` shows."""
+    return [
+        {"name": "Baseline", "type": "string", "jsonPath": ".spec.baseline"},
+        {"name": "Namespaces", "type": "string", "jsonPath": ".spec.namespaces"},
+        # A string, not a date: kubectl shows a date column as an age, and an age of a
+        # moment in the future is "<invalid>".
+        {"name": "Expires", "type": "string", "jsonPath": ".spec.expires"},
+        {"name": "State", "type": "string", "jsonPath": ".status.state"},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+        {"name": "Reason", "type": "string", "jsonPath": ".spec.reason", "priority": 1},
+    ]
+
+
+def build_exception_crd() -> Schema:
+    """The BaselineException CustomResourceDefinition (apiextensions.k8s.io/v1)."""
+    spec_schema = document_caps(model_schema(BaselineExceptionSpec))
+    spec_schema["description"] = (
+        "What the exception waives (checks, a lower Pod Security enforce level), where"
+        " (namespaces, workloads), why, and until when."
+    )
+    status_schema = model_schema(BaselineExceptionStatus)
+    status_schema["description"] = "Whether the operator holds the exception in force."
+    root: Schema = {
+        "type": "object",
+        "description": (
+            "A narrow, reviewed, expiring exception to one SecurityBaseline: named checks"
+            " waived, or a lower Pod Security enforce level, for named namespaces (optionally"
+            " only matching workloads) until it expires."
+        ),
+        "required": ["spec"],
+        "properties": {
+            "apiVersion": {"type": "string", "description": "security.baseline.dev/v1alpha1"},
+            "kind": {"type": "string", "description": EXCEPTION_KIND},
+            "metadata": {"type": "object"},
+            "spec": spec_schema,
+            "status": status_schema,
+        },
+    }
+    return _crd(
+        kind=EXCEPTION_KIND,
+        plural=EXCEPTION_PLURAL,
+        singular=EXCEPTION_SINGULAR,
+        short_name=EXCEPTION_SHORT_NAME,
+        root=root,
+        columns=exception_printer_columns(),
+    )
+
+
+# The kinds `baseline-operator crd --kind` knows, and the file in crds/ each is checked into.
+CRD_BUILDERS = {KIND: build_crd, EXCEPTION_KIND: build_exception_crd}
+CRD_FILES = {
+    KIND: f"{PLURAL}.{GROUP}.yaml",
+    EXCEPTION_KIND: f"{EXCEPTION_PLURAL}.{GROUP}.yaml",
+}
+
+
+def build_crds() -> list[Schema]:
+    """Every CRD of the operator, SecurityBaseline first."""
+    return [builder() for builder in CRD_BUILDERS.values()]
+
+
+__all__ = [
+    "API_VERSION",
+    "CRD_BUILDERS",
+    "CRD_FILES",
+    "build_crd",
+    "build_crds",
+    "build_exception_crd",
+    "exception_printer_columns",
+    "model_schema",
+    "printer_columns",
+    "to_structural",
+]

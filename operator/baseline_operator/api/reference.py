@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from baseline_operator.api.crd import build_crd
+from baseline_operator.api.crd import build_crd, build_exception_crd
 
 Schema = dict[str, Any]
 
@@ -68,6 +68,27 @@ def _rows(node: Schema, path: str, required: bool, rows: list[str]) -> None:
         _rows(child, f"{path}{suffix}.{name}", name in target.get("required", []), rows)
 
 
+def _sections(root: Schema, heading: str) -> list[str]:
+    lines: list[str] = []
+    for section in ("spec", "status"):
+        rows: list[str] = []
+        _rows(root["properties"][section], section, section == "spec", rows)
+        lines += [
+            "",
+            f"{heading} {section}",
+            "",
+            "| field | type | description | validation |",
+            "| --- | --- | --- | --- |",
+            *rows,
+        ]
+    return lines
+
+
+def _rules_at_root(node: Schema) -> list[str]:
+    """The object-level rules of a spec (or the root): they name no single field."""
+    return [f"- {rule['message']}" for rule in node.get("x-kubernetes-validations", [])]
+
+
 def render_reference() -> str:
     version = build_crd()["spec"]["versions"][0]
     root = version["schema"]["openAPIV3Schema"]
@@ -81,19 +102,21 @@ def render_reference() -> str:
         " which reports `Ready=False, reason=InvalidSpec` and writes nothing.",
         "",
     ]
-    for rule in root.get("x-kubernetes-validations", []):
-        lines.append(f"- {rule['message']}")
-    for section in ("spec", "status"):
-        rows: list[str] = []
-        _rows(root["properties"][section], section, section == "spec", rows)
-        lines += [
-            "",
-            f"## {section}",
-            "",
-            "| field | type | description | validation |",
-            "| --- | --- | --- | --- |",
-            *rows,
-        ]
+    lines += _rules_at_root(root)
+    lines += _sections(root, "##")
+    exception = build_exception_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    lines += [
+        "",
+        "# BaselineException (security.baseline.dev/v1alpha1)",
+        "",
+        "Cluster-scoped; short name `sbx`; see [exceptions](exceptions.md)."
+        " `kubectl explain baselineexceptions.spec` shows the same descriptions."
+        " Rules the schema cannot express (an expiry beyond the baseline's"
+        " `exceptions.maxDuration` after creation, a baseline that does not exist) are"
+        " checked by the operator, which marks the exception `Invalid` and lets it waive"
+        " nothing.",
+    ]
+    lines += _sections(exception, "###")
     return "\n".join(lines) + "\n"
 
 

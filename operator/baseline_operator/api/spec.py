@@ -12,15 +12,27 @@ operator reports it as `Ready=False, reason=InvalidSpec` and writes nothing.
 from __future__ import annotations
 
 import ipaddress
+import re
+from datetime import timedelta
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import ConfigDict, Field, StrictBool, StrictInt, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StringConstraints,
+    WithJsonSchema,
+    model_validator,
+)
 from pydantic.config import JsonDict
 
 from baseline_operator.api.base import ApiModel, cel
 from baseline_operator.api.fields import (
     CIDR,
+    DURATION_PATTERN,
     DNSLabel,
     DNSSubdomain,
     Duration,
@@ -894,6 +906,80 @@ class WorkloadAuditSection(ApiModel):
 
 
 # ----------------------------------------------------------------------------
+# Exceptions (BaselineException objects that name this baseline)
+
+DEFAULT_MAX_EXCEPTION_DURATION = "2160h"  # 90 days
+DEFAULT_EXPIRY_WARNING = "168h"  # 7 days
+_DURATION_UNITS = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+}
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ns|us|ms|s|m|h)")
+
+
+def parse_duration(text: str) -> timedelta:
+    """A Go duration string (`2160h`, `1h30m`, `90m`) as a timedelta; ValueError otherwise."""
+    if not text or not re.fullmatch(r"(?:[0-9]+(?:\.[0-9]+)?(?:ns|us|ms|s|m|h))+", text):
+        raise ValueError(f"{text!r} is not a duration (e.g. 2160h, 1h30m)")
+    seconds = sum(
+        float(number) * _DURATION_UNITS[unit] for number, unit in _DURATION_PART.findall(text)
+    )
+    return timedelta(seconds=seconds)
+
+
+def _positive_duration(value: str) -> str:
+    if parse_duration(value) <= timedelta(0):
+        raise ValueError(f"{value} must be longer than zero")
+    return value
+
+
+PositiveDuration = Annotated[
+    Duration,
+    AfterValidator(_positive_duration),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": DURATION_PATTERN,
+            "maxLength": 32,
+            "x-kubernetes-validations": [
+                cel("duration(self) > duration('0s')", "the duration must be longer than zero")
+            ],
+        }
+    ),
+]
+
+
+class ExceptionsSection(ApiModel):
+    max_duration: PositiveDuration = Field(
+        default=DEFAULT_MAX_EXCEPTION_DURATION,
+        description=(
+            "The longest a BaselineException of this baseline may run: its expires must be at"
+            " most this long after its creation, or it is Invalid and waives nothing. A"
+            " duration in hours, minutes or seconds (2160h is 90 days)."
+        ),
+    )
+    expiry_warning: PositiveDuration = Field(
+        default=DEFAULT_EXPIRY_WARNING,
+        description=(
+            "How long before an exception expires the operator posts a warning Event on it"
+            " and on the baseline (168h is 7 days)."
+        ),
+    )
+
+    @property
+    def max_duration_delta(self) -> timedelta:
+        return parse_duration(self.max_duration)
+
+    @property
+    def expiry_warning_delta(self) -> timedelta:
+        return parse_duration(self.expiry_warning)
+
+
+# ----------------------------------------------------------------------------
 # The spec
 
 
@@ -981,6 +1067,13 @@ class SecurityBaselineSpec(ApiModel):
     workload_audit: WorkloadAuditSection | None = Field(
         default=None, description="Report running pods that break the hardening checklist."
     )
+    exceptions: ExceptionsSection | None = Field(
+        default=None,
+        description=(
+            "Limits on the BaselineExceptions that relax this baseline (maxDuration,"
+            " expiryWarning); omitted means 90 days and 7 days."
+        ),
+    )
     protect_generated_objects: StrictBool = Field(
         default=False,
         description=(
@@ -1010,6 +1103,7 @@ __all__ = [
     "CleanupPolicy",
     "DefaultServiceAccount",
     "EgressRule",
+    "ExceptionsSection",
     "ExternalSecretData",
     "ExternalSecretSpec",
     "GrantRisk",
