@@ -100,6 +100,8 @@ class Request:
     old_object: Mapping[str, Any] | None = None
     username: str = SOMEONE
     options: Mapping[str, Any] | None = None
+    namespace: str = "team-a"
+    namespace_labels: Mapping[str, str] | None = None  # the Namespace object's labels
 
 
 @dataclass
@@ -112,10 +114,16 @@ class Verdict:
 def evaluate_policy(policy: Mapping[str, Any], request: Request) -> Verdict:
     """What the API server decides for one request, as the index of every failed validation."""
     spec = policy["spec"]
+    namespace_metadata: dict[str, Any] = {"name": request.namespace}
+    if request.namespace_labels is not None:
+        namespace_metadata["labels"] = dict(request.namespace_labels)
     activation: dict[str, Any] = {
         "object": request.object,
         "oldObject": request.old_object,
+        # The API server passes the Namespace of a namespaced request (null otherwise).
+        "namespaceObject": {"apiVersion": "v1", "kind": "Namespace", "metadata": namespace_metadata},
         "request": {
+            "namespace": request.namespace,
             "operation": request.operation,
             "userInfo": {"username": request.username},
             "options": (

@@ -25,13 +25,14 @@ How the CEL is written, and why:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from baseline_operator.api.resource import SecurityBaseline
-from baseline_operator.api.spec import AdmissionSection
+from baseline_operator.api.spec import AdmissionSection, LabelSelector, SelectorOperator
 from baseline_operator.policy.checklist import registry_prefixes
+from baseline_operator.policy.exceptions import ActiveException
 from baseline_operator.policy.names import (
     BASELINE_KEY,
     MANAGED_BY_KEY,
@@ -287,12 +288,93 @@ def workload_rules(admission: AdmissionSection) -> list[WorkloadRule]:
     return rules
 
 
-def workload_rule_expressions(admission: AdmissionSection) -> list[dict[str, str]]:
-    """The `validations` of the workload policy: one per enabled rule, in checklist order."""
-    return [rule.validation for rule in workload_rules(admission)]
+def workload_rule_expressions(
+    admission: AdmissionSection, exceptions: Sequence[ActiveException] = ()
+) -> list[dict[str, str]]:
+    """The `validations` of the workload policy: one per enabled rule, in checklist order,
+    each admitting what an active exception that waives its check covers."""
+    waived_by = _waiver_variables(exceptions)
+    validations = []
+    for rule in workload_rules(admission):
+        validation = dict(rule.validation)
+        covering = [name for name, checks in waived_by if rule.check_id in checks]
+        if covering:
+            waived = " || ".join(f"variables.{name}" for name in covering)
+            validation["expression"] = f"{waived} || ({validation['expression']})"
+        validations.append(validation)
+    return validations
 
 
-def _workload_policy_spec(admission: AdmissionSection) -> Body:
+# ----------------------------------------------------------------------------
+# Exceptions: what an active BaselineException covers, in CEL
+#
+# One variable per active exception that waives a check: true when the request's namespace
+# (by name, or by the labels of the Namespace object the API server passes as
+# `namespaceObject`) and the pod's labels (a controller's: its pod template's) are covered.
+# Each rule it waives admits the request when the variable is true. An exception's expiry is
+# not in the CEL (admission has no clock): the operator renders the policy again without it
+# when it expires (policy.exceptions says when).
+
+_NAMESPACE_LABELS = {
+    "name": "namespaceLabels",
+    "expression": "namespaceObject != null && has(namespaceObject.metadata.labels)"
+    " ? namespaceObject.metadata.labels : {}",
+}
+
+
+def selector_cel(selector: LabelSelector, labels: str) -> str:
+    """metav1.LabelSelector semantics (as policy.select.matches_selector) over the CEL map
+    `labels`; `true` for the empty selector."""
+    terms = []
+    for key, value in selector.match_labels.items():
+        terms.append(f"({_cel(key)} in {labels} && {labels}[{_cel(key)}] == {_cel(value)})")
+    for requirement in selector.match_expressions:
+        key = _cel(requirement.key)
+        values = _cel(list(requirement.values))
+        match requirement.operator:
+            case SelectorOperator.IN:
+                terms.append(f"({key} in {labels} && {labels}[{key}] in {values})")
+            case SelectorOperator.NOT_IN:
+                terms.append(f"(!({key} in {labels}) || !({labels}[{key}] in {values}))")
+            case SelectorOperator.EXISTS:
+                terms.append(f"({key} in {labels})")
+            case SelectorOperator.DOES_NOT_EXIST:
+                terms.append(f"!({key} in {labels})")
+    return " && ".join(terms) or "true"
+
+
+def _covers_cel(exception: ActiveException) -> str:
+    if exception.namespaces is not None:
+        where = f"request.namespace in {_cel(sorted(exception.namespaces))}"
+    else:
+        assert exception.namespace_selector is not None
+        where = selector_cel(exception.namespace_selector, "variables.namespaceLabels")
+    if exception.workload_selector is None:
+        return where
+    return f"({where}) && ({selector_cel(exception.workload_selector, 'variables.podLabels')})"
+
+
+def _waiver_variables(
+    exceptions: Sequence[ActiveException],
+) -> list[tuple[str, frozenset[str]]]:
+    """(variable name, checks it waives) of each exception that waives a check, by name."""
+    waiving = sorted((item for item in exceptions if item.checks), key=lambda item: item.name)
+    return [(f"exception{index}", item.checks) for index, item in enumerate(waiving)]
+
+
+def _exception_variables(exceptions: Sequence[ActiveException]) -> list[dict[str, str]]:
+    waiving = sorted((item for item in exceptions if item.checks), key=lambda item: item.name)
+    variables = []
+    if any(item.namespaces is None for item in waiving):
+        variables.append(dict(_NAMESPACE_LABELS))
+    for (name, _), item in zip(_waiver_variables(exceptions), waiving, strict=True):
+        variables.append({"name": name, "expression": _covers_cel(item)})
+    return variables
+
+
+def _workload_policy_spec(
+    admission: AdmissionSection, exceptions: Sequence[ActiveException] = ()
+) -> Body:
     return {
         "failurePolicy": "Fail",
         "matchConstraints": {
@@ -308,9 +390,20 @@ def _workload_policy_spec(admission: AdmissionSection) -> Body:
             ],
         },
         "matchConditions": [{"name": "pod-template-changed", "expression": _POD_TEMPLATE_CHANGED}],
-        "variables": [dict(variable) for variable in _WORKLOAD_VARIABLES],
-        "validations": workload_rule_expressions(admission),
+        "variables": [
+            *(dict(variable) for variable in _WORKLOAD_VARIABLES),
+            *_exception_variables(_relevant(admission, exceptions)),
+        ],
+        "validations": workload_rule_expressions(admission, _relevant(admission, exceptions)),
     }
+
+
+def _relevant(
+    admission: AdmissionSection, exceptions: Sequence[ActiveException]
+) -> list[ActiveException]:
+    """The exceptions that waive a rule this policy has (the others change nothing in it)."""
+    enabled = {rule.check_id for rule in workload_rules(admission)}
+    return [item for item in exceptions if item.checks & enabled]
 
 
 # ----------------------------------------------------------------------------
@@ -458,12 +551,17 @@ def render_cluster_objects(
     baseline: SecurityBaseline,
     operator_username: str,
     eso_username: str = EXTERNAL_SECRETS_USERNAME,
+    *,
+    exceptions: Sequence[ActiveException] = (),
 ) -> list[DesiredObject]:
     """The cluster-scoped objects of one baseline, sorted by ref: the workload-rules policy
     and binding when spec.admission enables a rule, the protect policy and binding when
     spec.protectGeneratedObjects is set. `operator_username` is the operator's own user
     (system:serviceaccount:<namespace>:<name>), the one allowed to change what it generated;
     `eso_username` the External Secrets Operator's, allowed its own finalizers.
+    `exceptions` are the baseline's exceptions in force now (policy.exceptions.
+    active_exceptions): the workload rules admit exactly what they cover; render again
+    when that set changes (an exception created, changed, deleted, expired).
     """
     spec = baseline.spec
     bodies: list[Body] = []
@@ -471,7 +569,7 @@ def render_cluster_objects(
         name = object_name(baseline.name, WORKLOAD_RULES_SUFFIX)
         selector = {"namespaceSelector": {"matchLabels": {applied_label(baseline.name): "true"}}}
         actions = [str(action) for action in spec.admission.validation_actions]
-        bodies.append(_policy(name, _workload_policy_spec(spec.admission)))
+        bodies.append(_policy(name, _workload_policy_spec(spec.admission, exceptions)))
         bodies.append(_binding(name, actions, selector))
     if spec.protect_generated_objects:
         name = object_name(baseline.name, PROTECT_SUFFIX)

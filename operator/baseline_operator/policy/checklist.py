@@ -13,7 +13,7 @@ malformed field reads as absent rather than raising.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -64,6 +64,18 @@ _SEVERITY_ORDER: tuple[Severity, ...] = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class Waiver:
+    """An active BaselineException that waives a check for a pod: its name and expiry."""
+
+    exception: str
+    expires: str  # RFC 3339, as the exception says
+
+
+FAIL = "fail"
+SKIP = "skip"
+
+
 @dataclass(frozen=True)
 class Finding:
     check_id: str
@@ -71,6 +83,12 @@ class Finding:
     container: str | None  # None when the finding is about the pod as a whole
     message: str
     remediation: str
+    waived_by: Waiver | None = None  # set when an active exception covers the finding
+
+    @property
+    def result(self) -> str:
+        """`skip` when an active exception waives it (PolicyReport's word), else `fail`."""
+        return FAIL if self.waived_by is None else SKIP
 
 
 def registry_prefixes(entries: Iterable[str]) -> tuple[str, ...]:
@@ -589,10 +607,28 @@ _WINDOWS_CHECK_FUNCTIONS = tuple(
 
 
 def check_pod(
-    metadata: Mapping[str, Any], spec: Mapping[str, Any], config: ChecklistConfig
+    metadata: Mapping[str, Any],
+    spec: Mapping[str, Any],
+    config: ChecklistConfig,
+    waivers: Mapping[str, Waiver] | None = None,
 ) -> list[Finding]:
-    """Every checklist finding for one pod spec, in check order, then container order."""
-    return list(iter_pod_findings(metadata, spec, config))
+    """Every checklist finding for one pod spec, in check order, then container order;
+    a finding of a check in `waivers` (check id -> the exception that covers this pod, see
+    policy.exceptions.waivers_for) is marked skipped by it."""
+    findings = iter_pod_findings(metadata, spec, config)
+    if not waivers:
+        return list(findings)
+    return apply_waivers(findings, waivers)
+
+
+def apply_waivers(findings: Iterable[Finding], waivers: Mapping[str, Waiver]) -> list[Finding]:
+    """The findings, those of a waived check marked with the exception that waives it."""
+    return [
+        finding
+        if (waiver := waivers.get(finding.check_id)) is None
+        else replace(finding, waived_by=waiver)
+        for finding in findings
+    ]
 
 
 def iter_pod_findings(
@@ -614,10 +650,14 @@ def iter_pod_findings(
         yield from check(pod)
 
 
-def check_object(obj: Mapping[str, Any], config: ChecklistConfig) -> list[Finding]:
+def check_object(
+    obj: Mapping[str, Any],
+    config: ChecklistConfig,
+    waivers: Mapping[str, Waiver] | None = None,
+) -> list[Finding]:
     """Findings for a Pod or a workload's pod template; [] for anything else."""
     template = pod_template_of(obj)
     if template is None:
         return []
     metadata, spec = template
-    return check_pod(metadata, spec, config)
+    return check_pod(metadata, spec, config, waivers)
