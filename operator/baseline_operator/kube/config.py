@@ -12,6 +12,10 @@ from kubernetes import config as k8s_config
 
 from baseline_operator.kube.client import Endpoint
 
+# The User-Agent of the operator's requests, when set (e.g. to tell replicas apart in the
+# API server's audit log); otherwise aiohttp's own.
+USER_AGENT_ENV = "BASELINE_OPERATOR_USER_AGENT"
+
 
 def load_configuration() -> k8s.Configuration:
     """In-cluster configuration when running in a pod, else the current kubeconfig."""
@@ -52,8 +56,13 @@ def endpoint_of(
         certificate_file=configuration.cert_file or None,
         key_file=configuration.key_file or None,
         authorization=authorization,
-        headers=dict(headers or {}),
+        headers=_with_user_agent(headers or {}),
     )
+
+
+def _with_user_agent(headers: dict[str, str]) -> dict[str, str]:
+    agent = os.environ.get(USER_AGENT_ENV)
+    return {"User-Agent": agent, **headers} if agent else dict(headers)
 
 
 def token_username(configuration: k8s.Configuration) -> str | None:
