@@ -20,7 +20,7 @@ import structlog
 from baseline_operator.controller.handlers import build_registry
 from baseline_operator.controller.leader import LeaderElector
 from baseline_operator.controller.options import OperatorOptions
-from baseline_operator.kube.client import ApiError, KubeApi
+from baseline_operator.kube.client import ApiError, KubeApi, RetryPolicy
 from baseline_operator.kube.config import (
     connection_info,
     endpoint_of,
@@ -185,16 +185,23 @@ async def _run(configuration: Any, options: OperatorOptions) -> int:
     stop = asyncio.Event()
     holder: asyncio.Task[None] | None = None
     if options.leader_election:
-        # The Lease has a client of its own, outside the workers' request budget.
+        # The Lease has a client of its own, outside the workers' request budget, with short
+        # timeouts and no retries: the elector retries on its own schedule, within its
+        # renew deadline.
         elector = LeaderElector(
-            KubeApi(endpoint_of(configuration), budget=2, timeout=5.0),
+            KubeApi(
+                endpoint_of(configuration), budget=2, timeout=5.0, retry=RetryPolicy(attempts=1)
+            ),
             options.namespace,
             identity(),
         )
         # A replica waiting for its turn is alive: answer the liveness probe meanwhile.
         async with serving_liveness(options.liveness):
             await elector.acquire()
-        holder = asyncio.create_task(elector.hold(stop))
+        # Fencing: past the renew deadline (before any other replica may take the Lease),
+        # no write of the operator's leaves this process; the elector then sets `stop`.
+        kube.may_write = elector.may_write
+        holder = asyncio.create_task(elector.hold(stop), name="leader-lease")
     try:
         await operate(kube, lambda: connection_info(configuration), options, stop_flag=stop)
     finally:
