@@ -121,6 +121,26 @@ def validate(path: str) -> None:
     help="File or directory of manifests ('-' for stdin); repeatable.",
 )
 @click.option("--baseline", "baseline_file", default=None, help="Check against this baseline.")
+@click.option(
+    "--exceptions",
+    "exceptions_paths",
+    multiple=True,
+    help="File or directory of BaselineExceptions of the baseline; repeatable. Findings"
+    " they cover while in force are reported as skip.",
+)
+@click.option(
+    "--at",
+    "at_time",
+    default=None,
+    metavar="TIME",
+    help="Judge the exceptions at this moment (RFC 3339, e.g. 2026-03-31T00:00:00Z; default: now).",
+)
+@click.option(
+    "--namespace",
+    "default_namespace",
+    default=None,
+    help="The namespace of objects that name none (for --exceptions).",
+)
 @click.option("-o", "--output", type=click.Choice(["table", "json", "sarif"]), default="table")
 @click.option(
     "--fail-on",
@@ -160,6 +180,9 @@ def validate(path: str) -> None:
 def audit(
     paths: tuple[str, ...],
     baseline_file: str | None,
+    exceptions_paths: tuple[str, ...],
+    at_time: str | None,
+    default_namespace: str | None,
     output: str,
     fail_on: str,
     max_document_bytes: int,
@@ -169,15 +192,25 @@ def audit(
 ) -> None:
     """Check workload manifests against the hardening checklist (for CI).
 
+    With --exceptions, findings that BaselineExceptions in force (--at) waive are reported
+    as skip with the exception's name and expiry, as the operator reports them; a
+    namespaceSelector reads the labels of the Namespace objects among the manifests.
+
     Exit 0: no finding reaches --fail-on; 1: one does; 2: some input could not be audited
     (each reason on stderr; the report covers the rest) or a cap was reached.
     """
+    from baseline_operator.api.exception import parse_time  # noqa: PLC0415
     from baseline_operator.offline.audit import (  # noqa: PLC0415
         AuditInputError,
         Limits,
         run_audit,
     )
     from baseline_operator.policy.checklist import Severity  # noqa: PLC0415
+
+    try:
+        at = parse_time(at_time) if at_time is not None else None
+    except ValueError as exc:
+        _fail(f"--at: {exc}")
 
     threshold = None if fail_on == "never" else Severity(fail_on)
     limits = Limits(
@@ -196,6 +229,9 @@ def audit(
             sys.stdout,
             sys.stderr,
             limits,
+            exceptions_paths=exceptions_paths,
+            at=at,
+            default_namespace=default_namespace,
         )
     except AuditInputError as exc:
         _fail(str(exc))

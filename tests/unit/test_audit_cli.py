@@ -663,6 +663,7 @@ def test_json_document_shape(tmp_path: Path) -> None:
     first = report["findings"][0]
     assert first == {
         "check": "privileged",
+        "result": "fail",
         "severity": "critical",
         "object": {"kind": "Pod", "namespace": "team-a", "name": "p"},
         "container": "app",
@@ -675,6 +676,7 @@ def test_json_document_shape(tmp_path: Path) -> None:
         "objects": 2,
         "workloads": 2,
         "findings": 2,
+        "skipped": 0,
         "bySeverity": {"critical": 1, "high": 0, "medium": 0, "low": 1},
         "failOn": "critical",
         "failed": True,

@@ -15,6 +15,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import IO, Any, TextIO
@@ -22,16 +23,18 @@ from urllib.parse import quote
 
 import yaml
 
-from baseline_operator.api.resource import InvalidBaseline, parse_baseline
+from baseline_operator.api.resource import InvalidBaseline, SecurityBaseline, parse_baseline
 from baseline_operator.policy.checklist import (
     CHECK_IDS,
     CHECKS,
     ChecklistConfig,
     Finding,
     Severity,
+    apply_waivers,
     iter_pod_findings,
     pod_template_of,
 )
+from baseline_operator.policy.exceptions import ActiveException, ExceptionVerdict, waivers_for
 
 OUTPUT_FORMATS = ("table", "json", "sarif")
 STDIN = "-"
@@ -113,22 +116,32 @@ class LocatedFinding:
 
 @dataclass
 class AuditReport:
-    findings: list[LocatedFinding] = field(default_factory=list)
+    findings: list[LocatedFinding] = field(default_factory=list)  # failed and skipped
     objects: int = 0  # every non-empty document (List items counted one by one)
     workloads: int = 0  # the objects that carry a pod spec
     problems: list[InputProblem] = field(default_factory=list)  # input that was skipped
+    exceptions: bool = False  # exceptions were given (--exceptions): show results
+
+    @property
+    def failed(self) -> list[LocatedFinding]:
+        return [located for located in self.findings if located.finding.waived_by is None]
+
+    @property
+    def skipped(self) -> int:
+        """Findings an active exception waives (result `skip`)."""
+        return sum(1 for located in self.findings if located.finding.waived_by is not None)
 
     def by_severity(self) -> dict[Severity, int]:
-        """Finding counts per severity, most severe first."""
+        """Counts of failed findings per severity, most severe first."""
         counts = dict.fromkeys(sorted(Severity, reverse=True), 0)
-        for located in self.findings:
+        for located in self.failed:
             counts[located.finding.severity] += 1
         return counts
 
     def fails(self, threshold: Severity | None) -> bool:
         if threshold is None:
             return False
-        return any(located.finding.severity >= threshold for located in self.findings)
+        return any(located.finding.severity >= threshold for located in self.failed)
 
 
 # ----------------------------------------------------------------------------
@@ -500,6 +513,11 @@ def _expand(
 
 def load_checklist_config(baseline_file: str, stdin: TextIO) -> ChecklistConfig:
     """The checklist configuration of the one SecurityBaseline in a file."""
+    return ChecklistConfig.from_baseline(load_baseline(baseline_file, stdin))
+
+
+def load_baseline(baseline_file: str, stdin: TextIO) -> SecurityBaseline:
+    """The one SecurityBaseline in a file."""
     documents = []
     for item in read_documents(baseline_file, stdin):
         if isinstance(item, InputProblem):
@@ -515,7 +533,7 @@ def load_checklist_config(baseline_file: str, stdin: TextIO) -> ChecklistConfig:
     except InvalidBaseline as exc:
         errors = "; ".join(str(error) for error in exc.errors)
         raise AuditInputError(f"{shown}: not a valid SecurityBaseline: {errors}") from None
-    return ChecklistConfig.from_baseline(baseline)
+    return baseline
 
 
 # ----------------------------------------------------------------------------
@@ -534,15 +552,35 @@ def object_ref(body: Mapping[str, Any]) -> ObjectRef:
     )
 
 
+@dataclass(frozen=True)
+class _Covered:
+    """A workload's findings (report.findings[start:end]) that exceptions may waive."""
+
+    start: int
+    end: int
+    namespace: str
+    labels: Mapping[str, Any]
+
+
 def audit_documents(
-    documents: Iterable[Item], config: ChecklistConfig, limits: Limits = DEFAULT_LIMITS
+    documents: Iterable[Item],
+    config: ChecklistConfig,
+    limits: Limits = DEFAULT_LIMITS,
+    exceptions: Sequence[ActiveException] | None = None,
+    default_namespace: str | None = None,
 ) -> AuditReport:
     """Run the checklist on every workload in the stream; keep only the findings.
+
+    With `exceptions` (those in force), a finding they cover is kept as skipped, naming the
+    exception: a workload is in its `metadata.namespace` (else `default_namespace`), whose
+    labels come from the Namespace objects of the stream (none when it holds none).
 
     Raises AuditLimitError when the stream holds more objects, or yields more findings,
     than `limits` allow.
     """
-    report = AuditReport()
+    report = AuditReport(exceptions=exceptions is not None)
+    covered: list[_Covered] = []
+    namespace_labels: dict[str, Mapping[str, str]] = {}
     for document in documents:
         if isinstance(document, InputProblem):
             report.problems.append(document)
@@ -554,11 +592,14 @@ def audit_documents(
                 " (List items counted one by one; --max-objects)"
             )
         body = document.body
+        if exceptions and isinstance(body, Mapping) and body.get("kind") == "Namespace":
+            _remember_namespace(body, namespace_labels)
         template = pod_template_of(body) if isinstance(body, Mapping) else None
         if template is None:
             continue
         report.workloads += 1
         ref = None
+        start = len(report.findings)
         for finding in iter_pod_findings(*template, config):
             if len(report.findings) >= limits.max_findings:
                 raise AuditLimitError(
@@ -567,7 +608,46 @@ def audit_documents(
                 )
             ref = ref or object_ref(body)
             report.findings.append(LocatedFinding(document.source, document.line, ref, finding))
+        if exceptions and ref is not None:
+            namespace = ref.namespace or default_namespace
+            labels = _mapping(template[0].get("labels"))
+            if namespace is not None:
+                covered.append(_Covered(start, len(report.findings), namespace, labels))
+    if exceptions:
+        _waive(report, covered, exceptions, namespace_labels)
     return report
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _remember_namespace(body: Mapping[str, Any], known: dict[str, Mapping[str, str]]) -> None:
+    metadata = _mapping(body.get("metadata"))
+    name = metadata.get("name")
+    if isinstance(name, str):
+        labels = _mapping(metadata.get("labels"))
+        known[name] = {str(key): str(value) for key, value in labels.items()}
+
+
+def _waive(
+    report: AuditReport,
+    covered: Iterable[_Covered],
+    exceptions: Sequence[ActiveException],
+    namespace_labels: Mapping[str, Mapping[str, str]],
+) -> None:
+    """Mark the findings the active exceptions cover as skipped (policy.exceptions decides)."""
+    for workload in covered:
+        labels = namespace_labels.get(workload.namespace, {})
+        waivers = waivers_for(exceptions, workload.namespace, labels, workload.labels)
+        if not waivers:
+            continue
+        located = report.findings[workload.start : workload.end]
+        waived = apply_waivers((item.finding for item in located), waivers)
+        report.findings[workload.start : workload.end] = [
+            LocatedFinding(item.source, item.line, item.object, finding)
+            for item, finding in zip(located, waived, strict=True)
+        ]
 
 
 # ----------------------------------------------------------------------------
@@ -579,17 +659,28 @@ def summary_line(report: AuditReport) -> str:
     if report.problems:
         unread = len({problem.source for problem in report.problems})
         skipped = f"; {_count(unread, 'input')} not audited, see the errors"
-    if not report.findings:
+    waived = ""
+    if report.skipped:
+        waived = f"; {report.skipped} skipped by exceptions"
+    failed = report.failed
+    if not failed:
         workloads = _count(report.workloads, "workload")
-        return f"no findings in {workloads} ({report.objects} objects read{skipped})"
+        return f"no findings in {workloads} ({report.objects} objects read{skipped}){waived}"
     severities = ", ".join(
         f"{count} {severity}" for severity, count in report.by_severity().items() if count
     )
-    affected = len({(located.source, located.line, located.object) for located in report.findings})
+    affected = len({(located.source, located.line, located.object) for located in failed})
     return (
-        f"{_count(len(report.findings), 'finding')} ({severities}) in {affected} of"
+        f"{_count(len(failed), 'finding')} ({severities}) in {affected} of"
         f" {_count(report.workloads, 'workload')} ({report.objects} objects read{skipped})"
+        f"{waived}"
     )
+
+
+def _waived_text(finding: Finding) -> str:
+    waiver = finding.waived_by
+    assert waiver is not None
+    return f"[skip: exception {waiver.exception}, expires {waiver.expires}]"
 
 
 def _count(number: int, noun: str) -> str:
@@ -597,49 +688,68 @@ def _count(number: int, noun: str) -> str:
 
 
 def render_table(report: AuditReport) -> str:
-    header = ("SEVERITY", "CHECK", "OBJECT", "CONTAINER", "MESSAGE")
-    rows = [
-        (
-            str(located.finding.severity),
-            located.finding.check_id,
+    """A row per finding; with exceptions, a RESULT column (fail or skip) first, and a
+    skipped finding's message names the exception and its expiry."""
+    header: tuple[str, ...] = ("SEVERITY", "CHECK", "OBJECT", "CONTAINER", "MESSAGE")
+    if report.exceptions:
+        header = ("RESULT", *header)
+    rows: list[tuple[str, ...]] = []
+    for located in report.findings:
+        finding = located.finding
+        message = finding.message
+        if finding.waived_by is not None:
+            message = f"{message} {_waived_text(finding)}"
+        row: tuple[str, ...] = (
+            str(finding.severity),
+            finding.check_id,
             str(located.object),
-            located.finding.container or "-",
-            located.finding.message,
+            finding.container or "-",
+            message,
         )
-        for located in report.findings
-    ]
+        rows.append((finding.result, *row) if report.exceptions else row)
     lines = []
     if rows:
-        widths = [max(len(row[column]) for row in [header, *rows]) for column in range(4)]
+        last = len(header) - 1
+        widths = [max(len(row[column]) for row in [header, *rows]) for column in range(last)]
         for row in [header, *rows]:
             padded = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
-            lines.append("  ".join([*padded, row[4]]))
+            lines.append("  ".join([*padded, row[last]]))
     lines.append(summary_line(report))
     return "\n".join(lines) + "\n"
 
 
+def _json_finding(located: LocatedFinding) -> dict[str, Any]:
+    finding = located.finding
+    entry: dict[str, Any] = {
+        "check": finding.check_id,
+        "result": finding.result,
+        "severity": str(finding.severity),
+        "object": {
+            "kind": located.object.kind,
+            "namespace": located.object.namespace,
+            "name": located.object.name,
+        },
+        "container": finding.container,
+        "message": finding.message,
+        "remediation": finding.remediation,
+        "location": {"path": located.source, "line": located.line},
+    }
+    if finding.waived_by is not None:
+        entry["exception"] = {
+            "name": finding.waived_by.exception,
+            "expires": finding.waived_by.expires,
+        }
+    return entry
+
+
 def render_json(report: AuditReport, fail_on: Severity | None) -> str:
     document = {
-        "findings": [
-            {
-                "check": located.finding.check_id,
-                "severity": str(located.finding.severity),
-                "object": {
-                    "kind": located.object.kind,
-                    "namespace": located.object.namespace,
-                    "name": located.object.name,
-                },
-                "container": located.finding.container,
-                "message": located.finding.message,
-                "remediation": located.finding.remediation,
-                "location": {"path": located.source, "line": located.line},
-            }
-            for located in report.findings
-        ],
+        "findings": [_json_finding(located) for located in report.findings],
         "summary": {
             "objects": report.objects,
             "workloads": report.workloads,
-            "findings": len(report.findings),
+            "findings": len(report.failed),
+            "skipped": report.skipped,
             "bySeverity": {str(severity): n for severity, n in report.by_severity().items()},
             "failOn": str(fail_on) if fail_on is not None else None,
             "failed": report.fails(fail_on) or bool(report.problems),
@@ -714,15 +824,30 @@ def render_sarif(report: AuditReport) -> dict[str, Any]:
     for located in report.findings:
         finding = located.finding
         container = f" (container {finding.container})" if finding.container else ""
-        results.append(
-            {
-                "ruleId": finding.check_id,
-                "ruleIndex": rule_index[finding.check_id],
-                "level": _SARIF_LEVELS[finding.severity],
-                "message": {"text": f"{located.object}{container}: {finding.message}"},
-                "locations": [_sarif_location(located)],
+        result: dict[str, Any] = {
+            "ruleId": finding.check_id,
+            "ruleIndex": rule_index[finding.check_id],
+            "level": _SARIF_LEVELS[finding.severity],
+            "message": {"text": f"{located.object}{container}: {finding.message}"},
+            "locations": [_sarif_location(located)],
+        }
+        if finding.waived_by is not None:
+            # A waived finding is a suppressed result: code scanning shows it as dismissed.
+            waiver = finding.waived_by
+            result["suppressions"] = [
+                {
+                    "kind": "external",
+                    "status": "accepted",
+                    "justification": f"BaselineException {waiver.exception}, expires"
+                    f" {waiver.expires}",
+                }
+            ]
+            result["properties"] = {
+                "result": finding.result,
+                "exception": waiver.exception,
+                "expires": waiver.expires,
             }
-        )
+        results.append(result)
     return {
         "$schema": SARIF_SCHEMA_URI,
         "version": "2.1.0",
@@ -764,13 +889,20 @@ def run_audit(
     stdout: TextIO,
     stderr: TextIO | None = None,
     limits: Limits = DEFAULT_LIMITS,
+    exceptions_paths: Sequence[str] = (),
+    at: datetime | None = None,
+    default_namespace: str | None = None,
 ) -> int:
     """Audit the inputs and print the report: 1 when a finding reaches fail_on, else 0; 2 when
     some input could not be audited (each problem is a line on stderr, the report covers the
     rest).
 
-    Raises AuditInputError when the run cannot proceed (bad options or baseline, a run-wide
-    cap reached); nothing is printed on stdout then.
+    With `exceptions_paths` (files or directories of BaselineExceptions, which need the
+    baseline), the findings that exceptions in force at `at` (default: now) cover are
+    reported as skipped, naming the exception and its expiry, and do not fail the run.
+
+    Raises AuditInputError when the run cannot proceed (bad options, baseline or exception,
+    a run-wide cap reached); nothing is printed on stdout then.
     """
     if output not in OUTPUT_FORMATS:
         raise AuditInputError(f"unknown output format {output!r}: use {', '.join(OUTPUT_FORMATS)}")
@@ -778,13 +910,26 @@ def run_audit(
         raise AuditInputError("nothing to audit: give -f PATH (a file, a directory or - for stdin)")
     if baseline_file == STDIN and STDIN in paths:
         raise AuditInputError("stdin cannot hold both the baseline and the manifests")
-    config = (
-        load_checklist_config(baseline_file, stdin)
-        if baseline_file is not None
-        else ChecklistConfig.from_baseline(None)
-    )
+    if exceptions_paths and baseline_file is None:
+        raise AuditInputError("--exceptions needs --baseline: an exception relaxes one baseline")
+    if STDIN in exceptions_paths and (STDIN in paths or baseline_file == STDIN):
+        raise AuditInputError("stdin can hold only one of the baseline, exceptions and manifests")
+    baseline = load_baseline(baseline_file, stdin) if baseline_file is not None else None
+    config = ChecklistConfig.from_baseline(baseline)
     errors = stderr if stderr is not None else _DiscardErrors()
-    report = audit_documents(_read_all(paths, stdin, limits, errors), config, limits)
+    active: list[ActiveException] | None = None
+    if exceptions_paths and baseline is not None:
+        verdicts = _exceptions_in_force(baseline, exceptions_paths, stdin, at)
+        active = [verdict for verdict in verdicts if isinstance(verdict, ActiveException)]
+        for verdict in verdicts:
+            if isinstance(verdict, ExceptionVerdict):
+                errors.write(
+                    f"note: BaselineException {verdict.name} is {verdict.state.value}"
+                    f" ({verdict.reason.value}): {verdict.message}\n"
+                )
+    report = audit_documents(
+        _read_all(paths, stdin, limits, errors), config, limits, active, default_namespace
+    )
     if output == "table":
         stdout.write(render_table(report))
     elif output == "json":
@@ -794,6 +939,27 @@ def run_audit(
     if report.problems:
         return 2
     return 1 if report.fails(fail_on) else 0
+
+
+def _exceptions_in_force(
+    baseline: SecurityBaseline, paths: Sequence[str], stdin: TextIO, at: datetime | None
+) -> list[ActiveException | ExceptionVerdict]:
+    """The exceptions of the baseline in force at `at`, and the verdict on each that is not."""
+    from baseline_operator.offline.exceptions import (  # noqa: PLC0415
+        ExceptionInputError,
+        judge_exceptions,
+        read_exceptions,
+    )
+
+    try:
+        read = read_exceptions(paths, stdin)
+    except ExceptionInputError as exc:
+        raise AuditInputError(str(exc)) from None
+    judged = judge_exceptions(baseline, read, at or datetime.now(UTC))
+    not_in_force: list[ActiveException | ExceptionVerdict] = [
+        verdict for verdict in judged.verdicts if not verdict.active
+    ]
+    return [*judged.active, *not_in_force]
 
 
 class _DiscardErrors:
