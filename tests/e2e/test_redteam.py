@@ -264,8 +264,11 @@ async def reports(e2e: E2E, name: str, reason: str, *fragments: str) -> dict[str
     """Wait until a baseline's Ready is False with `reason` and the condition named by the
     reason (or Ready itself) says every fragment; return the status."""
 
+    last: dict[str, Any] = {}
+
     async def said() -> dict[str, Any]:
-        status = await e2e.cluster.status(name)
+        nonlocal last
+        status = last = await e2e.cluster.status(name)
         conditions = {c["type"]: c for c in status.get("conditions") or []}
         ready_now = conditions.get("Ready") or {}
         if ready_now.get("status") != "False" or ready_now.get("reason") != reason:
@@ -273,9 +276,12 @@ async def reports(e2e: E2E, name: str, reason: str, *fragments: str) -> dict[str
         text = json.dumps(status)
         return status if all(fragment in text for fragment in fragments) else {}
 
-    found: dict[str, Any] = await eventually(
-        said, what=f"{name} reporting {reason} naming {', '.join(fragments)}"
-    )
+    try:
+        found: dict[str, Any] = await eventually(
+            said, what=f"{name} reporting {reason} naming {', '.join(fragments)}"
+        )
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; the last status: {json.dumps(last)}") from None
     return found
 
 
@@ -449,8 +455,14 @@ async def test_drift_that_widens_access_is_repaired_exactly(
             record_timing(f"drift repaired ({what}): edit to repair", time.monotonic() - edited)
             assert false_reports == [], f"{what}: Converged reported while it differed"
 
-            # Exactly: the widened field is gone, not merely joined by the wanted one.
+            # Exactly: the widened field is gone, not merely joined by the wanted one; and it
+            # was the operator that put it back, after the edit.
             current = await live(e2e, ref)
+            assert (
+                current["metadata"]["resourceVersion"] != answer.body["metadata"]["resourceVersion"]
+            ), f"{what}: not written since the edit"
+            managers = {entry["manager"] for entry in current["metadata"]["managedFields"]}
+            assert managers == {FIELD_MANAGER}, f"{what}: fields of others remain: {managers}"
             if ref.kind == NETWORK_POLICY and ref.name.endswith("default-deny"):
                 assert not (current["spec"].get("podSelector") or {}), current["spec"]
             elif ref.kind == NETWORK_POLICY:
@@ -504,7 +516,8 @@ async def test_adopt_if_identical_does_not_adopt_a_weakened_look_alike(e2e: E2E)
 
         await eventually(adopted, what="adoption of the identical look-alike")
         narrowed, widened = ObjectRef.of(in_weak["narrowed"]), ObjectRef.of(in_weak["widened"])
-        status = await reports(e2e, name, "Conflicted", str(narrowed), "(+1 more)")
+        # Both reported (the first by name, sorted by object, and the other counted).
+        status = await reports(e2e, name, "Conflicted", str(min(narrowed, widened)), "(+1 more)")
         assert status["namespaces"]["conflicted"] == 1, status["namespaces"]
         assert "adopt: IfIdentical" in json.dumps(status)
 
