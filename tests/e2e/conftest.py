@@ -63,6 +63,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
 from baseline_operator.api.resource import parse_baseline
+from baseline_operator.controller.baselines import ACKNOWLEDGE_REMOVAL
 from baseline_operator.kube.client import (
     APPLY_CONTENT_TYPE,
     ApiError,
@@ -844,8 +845,24 @@ class E2E:
                 if cleanup:
                     await self.delete_baselines()
 
-    async def delete_baselines(self, limit: float = WAIT) -> None:
+    async def acknowledge_removal(self, name: str) -> None:
+        """Let the current generation remove the baseline's posture, however widely (the
+        brake on mass removal)."""
+        stored = await self.cluster.get(SECURITY_BASELINE, None, name)
+        if stored is None:
+            return
+        generation = str(stored["metadata"]["generation"])
+        await self.cluster.merge_patch(
+            SECURITY_BASELINE,
+            None,
+            name,
+            {"metadata": {"annotations": {ACKNOWLEDGE_REMOVAL: generation}}},
+        )
+
+    async def delete_baselines(self, limit: float = WAIT, acknowledge: bool = True) -> None:
         for name in self.baselines:
+            if acknowledge:  # the test means to remove them everywhere
+                await self.acknowledge_removal(name)
             await self.cluster.delete(SECURITY_BASELINE, None, name)
 
         async def all_gone() -> bool:

@@ -116,6 +116,17 @@ async def test_fifty_namespaces_at_once(e2e: E2E) -> None:
         await eventually(reported, what="status compliant=50")
         record_timing("50 namespaces: creation to status", time.monotonic() - started)
 
+        # Deleting a baseline that 50 namespaces hold is a mass removal: it waits for an
+        # acknowledgement, and everything stays in place meanwhile.
+        await e2e.cluster.delete(SECURITY_BASELINE, None, name)
+
+        async def held() -> bool:
+            return (await e2e.cluster.condition(name, "Ready")).get("reason") == "RemovalHeld"
+
+        await eventually(held, what="the removal held")
+        assert len(await e2e.owned_refs(name)) == len(
+            set().union(*(expected_refs(body, namespace) for namespace in namespaces))
+        )
         started = time.monotonic()
         await e2e.delete_baselines()
         record_timing("50 namespaces: baseline deletion (finalizer)", time.monotonic() - started)

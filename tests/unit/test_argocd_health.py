@@ -169,6 +169,17 @@ CASES: dict[str, Case] = {
         "Degraded",
         "admission policies: ValidatingAdmissionPolicy production-admission: 422 Invalid",
     ),
+    "removal-held": Case(
+        BaselineFacts(
+            3,
+            audit_mode=False,
+            outcomes={"shop": ok(3)},
+            removal_held="generation 3 would remove the posture of baseline production from"
+            " 40 of the 50 namespaces that hold it",
+        ),
+        "Degraded",
+        "would remove the posture of baseline production from 40 of the 50",
+    ),
     "invalid-spec": Case(
         BaselineFacts(2, audit_mode=False, spec_errors=("spec.priority: must be at most 1000",)),
         "Degraded",

@@ -17,6 +17,10 @@ from baseline_operator.api.resource import (
 )
 from baseline_operator.api.spec import CleanupPolicy, Mode
 
+# Set to a generation, it lets that generation remove the posture from more namespaces
+# than the brake allows (or lets a deletion of a baseline that holds many go ahead).
+ACKNOWLEDGE_REMOVAL = "security.baseline.dev/acknowledge-removal"
+
 
 def plain(body: Mapping[str, Any]) -> dict[str, Any]:
     """A deep, plain-dict copy of a (kopf) body."""
@@ -44,6 +48,13 @@ class BaselineEntry:
     # the way it asked.
     cleanup_policy: CleanupPolicy
     status: Mapping[str, Any] = field(compare=False, hash=False)
+    # The generation whose removal of posture someone acknowledged (the annotation
+    # ACKNOWLEDGE_REMOVAL), releasing the brake on mass removal for it.
+    removal_acknowledged: int | None = None
+
+    @property
+    def removal_acknowledged_now(self) -> bool:
+        return self.removal_acknowledged == self.generation
 
     @property
     def valid(self) -> bool:
@@ -65,7 +76,7 @@ class BaselineEntry:
     @property
     def trigger(self) -> tuple[Any, ...]:
         """What, when it changes, means every namespace must be looked at again."""
-        return (self.uid, self.generation, self.deleting)
+        return (self.uid, self.generation, self.deleting, self.removal_acknowledged_now)
 
 
 def baseline_entry(body: Mapping[str, Any]) -> BaselineEntry:
@@ -99,7 +110,13 @@ def baseline_entry(body: Mapping[str, Any]) -> BaselineEntry:
             baseline.spec.cleanup_policy if baseline is not None else _lenient_cleanup(raw)
         ),
         status=raw.get("status") or {},
+        removal_acknowledged=_acknowledged(metadata.get("annotations")),
     )
+
+
+def _acknowledged(annotations: Any) -> int | None:
+    value = (annotations or {}).get(ACKNOWLEDGE_REMOVAL) if isinstance(annotations, dict) else None
+    return int(value) if isinstance(value, str) and value.strip().isdigit() else None
 
 
 def _lenient_cleanup(raw: Mapping[str, Any]) -> CleanupPolicy:

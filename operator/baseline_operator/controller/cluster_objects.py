@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from baseline_operator.controller.brake import RemovalBrake
 from baseline_operator.controller.status import StatusKeeper
 from baseline_operator.controller.view import ClusterView
 from baseline_operator.controller.writer import FailureKind, WriteFailure, Writer
@@ -21,12 +22,15 @@ class ClusterObjectsReconciler:
     view: ClusterView
     writer: Writer
     status: StatusKeeper
+    brake: RemovalBrake
     operator_username: str
 
     async def reconcile(self, name: str) -> None:
         entry = self.view.baselines().get(name)
         if entry is not None and not entry.deleting and not entry.enforcing:
             return  # invalid spec or Audit mode: its admission policies stay as they are
+        if entry is not None and entry.deleting and self.brake.held(name) is not None:
+            return  # the deletion's removal is held: its admission policies stay
         if entry is None or entry.deleting:
             desired: tuple[Any, ...] = ()
             owners = {name: OwnerState(active=False)}  # always removed with the baseline

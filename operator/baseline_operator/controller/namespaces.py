@@ -17,6 +17,7 @@ import structlog
 
 from baseline_operator.api.resource import SecurityBaseline
 from baseline_operator.controller.baselines import BaselineEntry
+from baseline_operator.controller.brake import RemovalBrake
 from baseline_operator.controller.keys import namespace_key
 from baseline_operator.controller.status import StatusKeeper, shortened
 from baseline_operator.controller.view import ClusterView
@@ -54,6 +55,7 @@ class NamespaceReconciler:
     kube: KubeApi
     writer: Writer
     status: StatusKeeper
+    brake: RemovalBrake
     enqueue: Callable[[Hashable, float], None]
     operator_namespace: str
 
@@ -94,7 +96,10 @@ class NamespaceReconciler:
         }
         enforce = [e.baseline for e in selecting.values() if e.baseline and not e.audit_mode]
         owners = {
-            entry.name: _owner_state(entry, entry.name in selecting) for entry in entries.values()
+            entry.name: _owner_state(
+                entry, entry.name in selecting, self.brake.held(entry.name) is not None
+            )
+            for entry in entries.values()
         }
         plan = plan_namespace(name, enforce)
         observed = self.view.objects_in(name)
@@ -294,7 +299,19 @@ def _enforce_outcome(
     return Outcome(Result.COMPLIANT, generation, "", "", warnings, psa_level)
 
 
-def _owner_state(entry: BaselineEntry, selects_namespace: bool) -> OwnerState:
+def _owner_state(entry: BaselineEntry, selects_namespace: bool, held: bool) -> OwnerState:
+    if held:
+        # The brake holds this generation's removals: where it still applies, it writes
+        # but deletes nothing; elsewhere (or while it is deleted) it stays as it is.
+        spec = entry.baseline.spec if entry.baseline is not None else None
+        applies = selects_namespace and not entry.deleting and spec is not None
+        return OwnerState(
+            adopt=spec.adopt if spec is not None else OwnerState().adopt,
+            cleanup=entry.cleanup_policy,
+            active=applies,
+            frozen=not applies,
+            hold_removal=True,
+        )
     if entry.baseline is None:
         # An invalid spec changes nothing, unless the baseline is being deleted.
         return OwnerState(cleanup=entry.cleanup_policy, frozen=not entry.deleting)

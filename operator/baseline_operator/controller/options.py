@@ -27,6 +27,11 @@ class OperatorOptions:
     leader_election: bool = True
     liveness: str | None = None
     verbosity: int = 0
+    # The brake on mass removal: a generation that would remove a baseline's posture from
+    # more than this share of the namespaces holding it (and at least `minimum` of them)
+    # waits for an acknowledgement.
+    removal_brake_share: float = 0.5
+    removal_brake_minimum: int = 5
     # The user tamper protection lets through; by default this ServiceAccount's.
     username: str | None = None
 

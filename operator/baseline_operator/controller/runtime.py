@@ -17,6 +17,7 @@ from typing import Any
 import structlog
 
 from baseline_operator.controller.baselines import BaselineEntry, baseline_entry
+from baseline_operator.controller.brake import RemovalBrake
 from baseline_operator.controller.cluster_objects import ClusterObjectsReconciler
 from baseline_operator.controller.events import EventRecorder, now_rfc3339
 from baseline_operator.controller.informer import Informer, Key
@@ -120,6 +121,12 @@ class Runtime:
         self.queue = WorkQueue(self._process, workers=options.workers, retain=self._retain)
         events = EventRecorder(kube, options.instance)
         writer = Writer(kube, self.view)
+        self.brake = RemovalBrake(
+            self.view,
+            options.namespace,
+            share=options.removal_brake_share,
+            minimum=options.removal_brake_minimum,
+        )
         self.status = StatusKeeper(
             view=self.view,
             kube=kube,
@@ -128,12 +135,14 @@ class Runtime:
             operator_namespace=options.namespace,
             now=now_rfc3339,
             workloads_of=self._workloads_of,
+            removal_held=self._removal_held,
         )
         self.namespace_reconciler = NamespaceReconciler(
             view=self.view,
             kube=kube,
             writer=writer,
             status=self.status,
+            brake=self.brake,
             enqueue=self._enqueue,
             operator_namespace=options.namespace,
         )
@@ -141,6 +150,7 @@ class Runtime:
             view=self.view,
             writer=writer,
             status=self.status,
+            brake=self.brake,
             operator_username=options.operator_username,
         )
         self.auditor = WorkloadAuditor(
@@ -176,6 +186,8 @@ class Runtime:
             baselines=len(self.baselines),
         )
         self._update_pod_watch()
+        for entry in self.view.baselines().values():
+            self.brake.update(entry)
         self.enqueue_everything()
         self.queue.start()
         self._resync = asyncio.create_task(self._resync_loop(), name="resync")
@@ -259,6 +271,10 @@ class Runtime:
             asyncio.get_running_loop().create_task(pods.stop())
             self.queue.add_all(workloads_key(name) for name in self.view.namespace_names())
 
+    def _removal_held(self, baseline: str) -> str | None:
+        held = self.brake.held(baseline)
+        return held.message(baseline) if held is not None else None
+
     def _workloads_of(self, baseline: str) -> tuple[dict[str, int], list[dict[str, Any]]] | None:
         entry = self.view.baselines().get(baseline)
         if entry is None or entry.baseline is None:
@@ -277,6 +293,7 @@ class Runtime:
             self.status.forget_baseline(name)
             self.auditor.forget(name)
             self.view.forget_baseline(name)
+            self.brake.forget(name)
             if self.ready.is_set():
                 self.queue.add(cluster_key(name))
                 self.queue.add_all(namespace_key(ns) for ns in self.view.namespace_names())
@@ -285,6 +302,7 @@ class Runtime:
         if self._triggers.get(name) != new.trigger:
             self._triggers[name] = new.trigger
             if self.ready.is_set():
+                self.brake.update(new)  # before any namespace is looked at for this generation
                 self._update_pod_watch()
                 self.enqueue_everything()
         self._enqueue(status_key(name), 0.0)
@@ -323,6 +341,12 @@ class Runtime:
         """Clean up after a deleted baseline; what is left (empty when done)."""
         await self.ready.wait()
         self.view.mark_leaving(name)
+        entry = self.view.baselines().get(name)
+        if entry is not None and self.brake.update(entry):
+            self.queue.add(status_key(name))
+        held = self.brake.held(name)
+        if held is not None:
+            return [held.message(name)]
         keys = [cluster_key(name), *(namespace_key(ns) for ns in self.view.namespace_names())]
         self.queue.add_all(keys)
         with contextlib.suppress(TimeoutError):

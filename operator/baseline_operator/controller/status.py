@@ -39,6 +39,8 @@ class StatusKeeper:
     now: Callable[[], str]
     # status.workloads and status.nonCompliantWorkloads of a baseline, if it audits workloads
     workloads_of: Callable[[str], Workloads | None] = lambda _: None
+    # What the brake on mass removal holds of a baseline, if anything (a message)
+    removal_held: Callable[[str], str | None] = lambda _: None
 
     # outcome of each baseline in each namespace it selects
     outcomes: dict[str, dict[str, Outcome]] = field(default_factory=dict)
@@ -165,9 +167,10 @@ class StatusKeeper:
         if entry is None:
             self.forget_baseline(name)
             return
-        if entry.deleting:
+        held = self.removal_held(name)
+        if entry.deleting and held is None:
             return
-        if entry.baseline is not None and self._unreconciled(entry.baseline):
+        if not entry.deleting and entry.baseline is not None and self._unreconciled(entry.baseline):
             return  # a selected namespace has no outcome yet; recording it brings us back
         previous = self._written_status.get(name) or dict(entry.status)
         workloads = self.workloads_of(name)
@@ -179,6 +182,7 @@ class StatusKeeper:
             cluster_problem=self.cluster_problems.get(name),
             workloads=workloads[0] if workloads else None,
             non_compliant_workloads=workloads[1] if workloads else (),
+            removal_held=held,
         )
         status = build_status(facts, previous, self.now())
         if status == _comparable(entry.status) or status == self._written_status.get(name):
@@ -211,9 +215,13 @@ class StatusKeeper:
             == (ready_now.get("status"), ready_now.get("reason"))
         ):
             return
-        if ready_now.get("reason") == "InvalidSpec":
+        if ready_now.get("reason") in ("InvalidSpec", "RemovalHeld"):
             await self.events.on_baseline(
-                entry.name, entry.uid, WARNING, "InvalidSpec", str(ready_now.get("message"))
+                entry.name,
+                entry.uid,
+                WARNING,
+                str(ready_now["reason"]),
+                str(ready_now.get("message")),
             )
         elif ready_now.get("status") == "True" and ready_now.get("reason") in (
             "Converged",

@@ -195,6 +195,8 @@ class OwnerState:
     active: bool = False
     # Invalid spec or Audit mode: what it made stays exactly as it is.
     frozen: bool = False
+    # A removal held by the brake (see controller/brake.py): nothing of it is deleted.
+    hold_removal: bool = False
 
 
 # ----------------------------------------------------------------------------- changes
@@ -377,7 +379,7 @@ def diff_objects(
             continue
         owner = current.owner
         state = owners.get(owner) if owner is not None else None
-        if state is None or state.frozen:
+        if state is None or state.frozen or state.hold_removal:
             continue  # a baseline the operator cannot judge now: leave its objects alone
         if not (state.active or state.cleanup is CleanupPolicy.DELETE):
             continue

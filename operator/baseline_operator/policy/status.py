@@ -66,6 +66,8 @@ class BaselineFacts:
     cluster_problem: str | None = None  # the baseline's admission policies failed to apply
     workloads: Mapping[str, Any] | None = None  # status.workloads, computed elsewhere
     non_compliant_workloads: Sequence[Mapping[str, Any]] = ()
+    # The brake on mass removal holds this generation (the message says how to go ahead).
+    removal_held: str | None = None
 
 
 def build_status(
@@ -167,6 +169,10 @@ def _ready(
     now: str,
 ) -> list[dict[str, Any]]:
     generation = facts.generation
+    if facts.removal_held:
+        return set_condition(
+            conditions, READY, "False", "RemovalHeld", facts.removal_held, generation, now
+        )
     if stale:
         return set_condition(
             conditions,
