@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -476,3 +477,17 @@ def test_summary_counts_active_and_names_the_next_expiry() -> None:
         "invalid": 1,
         "nextExpiry": "2026-01-05T00:00:00Z",
     }
+
+
+def test_the_docs_name_what_exists_and_show_the_rbac_example() -> None:
+    text = (ROOT / "docs/exceptions.md").read_text()
+    for path in set(re.findall(r"\b((?:manifests|crds|docs|tests)/[\w./-]*[\w/])", text)):
+        assert (ROOT / path).exists(), path
+    assert "stays in force until the operator" in text  # the outage caveat is stated
+    (rbac,) = [
+        block
+        for block in re.findall(r"```yaml\n(.*?)```", text, re.DOTALL)
+        if "kind: ClusterRole" in block
+    ]
+    example = list(yaml.safe_load_all((EXAMPLES / "rbac.yaml").read_text()))
+    assert list(yaml.safe_load_all(rbac)) == example[:2]  # the writer role and its binding
