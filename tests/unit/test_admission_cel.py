@@ -121,7 +121,11 @@ def evaluate_policy(policy: Mapping[str, Any], request: Request) -> Verdict:
         "object": request.object,
         "oldObject": request.old_object,
         # The API server passes the Namespace of a namespaced request (null otherwise).
-        "namespaceObject": {"apiVersion": "v1", "kind": "Namespace", "metadata": namespace_metadata},
+        "namespaceObject": {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": namespace_metadata,
+        },
         "request": {
             "namespace": request.namespace,
             "operation": request.operation,
