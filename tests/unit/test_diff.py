@@ -17,7 +17,9 @@ from baseline_operator.policy.diff import (
     desired_hash,
     diff_namespace,
     observe,
+    observe_namespace,
     owned_label_keys,
+    pod_security_held_by_others,
     with_desired_hash,
 )
 from baseline_operator.policy.names import DESIRED_HASH_KEY, managed_labels
@@ -367,3 +369,44 @@ def test_observations_keep_no_body() -> None:
     assert not hasattr(observed, "body") and not hasattr(observed, "__dict__")
     assert observed.operator_applied and not observed.other_managers
     assert observed.field_digests == {}
+
+
+def _namespace_with_managers(labels: dict[str, str], others: list[str]) -> NamespaceState:
+    """A namespace as the server shows it: `others` label keys set by Argo CD."""
+
+    def fields(keys: list[str]) -> dict[str, Any]:
+        return {"f:metadata": {"f:labels": {f"f:{key}": {} for key in keys}}}
+
+    ours = [key for key in labels if key not in others]
+    body = {
+        "metadata": {
+            "name": "team-a",
+            "labels": labels,
+            "managedFields": [
+                {"manager": "argocd-controller", "operation": "Apply", "fieldsV1": fields(others)},
+                {"manager": "baseline-operator", "operation": "Apply", "fieldsV1": fields(ours)},
+            ],
+        }
+    }
+    return observe_namespace(body, "baseline-operator")
+
+
+def test_pod_security_labels_another_manager_set_are_not_forced() -> None:
+    enforce = "pod-security.kubernetes.io/enforce"
+    state = _namespace_with_managers(
+        {enforce: "privileged", "applied.security.baseline.dev/prod": "true"}, [enforce]
+    )
+    plan = {enforce: "restricted", "applied.security.baseline.dev/prod": "true"}
+    owners = {"prod": OwnerState(active=True)}
+    changes = diff_namespace(plan, (), state, {}, owners)
+    assert changes.labels is None  # nothing to take over: the operator's label is in place
+    assert pod_security_held_by_others(plan, state) == [
+        f"namespace team-a: label {enforce}=privileged is set by another field manager,"
+        " weaker than restricted; not overridden"
+    ]
+    # A stricter level someone else set is no conflict, and still not taken over.
+    stricter = _namespace_with_managers({enforce: "restricted"}, [enforce])
+    assert pod_security_held_by_others({enforce: "baseline"}, stricter) == []
+    assert enforce not in (
+        diff_namespace({enforce: "baseline"}, (), stricter, {}, owners).labels or {}
+    )

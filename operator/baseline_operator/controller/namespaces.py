@@ -30,6 +30,7 @@ from baseline_operator.policy.diff import (
     OwnerState,
     desired_namespace_labels,
     diff_namespace,
+    pod_security_held_by_others,
 )
 from baseline_operator.policy.layering import NamespacePlan, plan_namespace
 from baseline_operator.policy.names import APPLIED_PREFIX
@@ -136,7 +137,13 @@ class NamespaceReconciler:
         results: dict[str, Outcome] = {}
         for baseline in enforce:
             results[baseline.name] = _enforce_outcome(
-                baseline, selecting[baseline.name].generation, plan, changes, reported, preview
+                baseline,
+                selecting[baseline.name].generation,
+                plan,
+                changes,
+                reported,
+                preview,
+                pod_security_held_by_others(plan.labels, state),
             )
         for entry in selecting.values():
             if entry.audit_mode and entry.baseline is not None:
@@ -264,6 +271,7 @@ def _enforce_outcome(
     changes: NamespaceChanges,
     failures: Mapping[ObjectRef, WriteFailure],
     preview: tuple[str, ...],
+    psa_held: Sequence[str] = (),
 ) -> Outcome:
     name = baseline.name
     mine = {a.desired.ref for a in changes.applies if a.desired.baseline in (name, None)}
@@ -282,6 +290,8 @@ def _enforce_outcome(
     # a name another baseline's object takes: reported, never silently dropped.
     conflicts = [c.message for c in changes.conflicts if c.baseline == name]
     conflicts += [c.message for c in plan.collisions if c.baseline == name]
+    if baseline.spec.pod_security is not None:
+        conflicts += list(psa_held)
     if conflicts:
         more = f" (+{len(conflicts) - 1} more)" if len(conflicts) > 1 else ""
         return Outcome(

@@ -42,7 +42,7 @@ from baseline_operator.policy.names import (
 )
 from baseline_operator.policy.normalize import essence_digest, field_digests
 from baseline_operator.policy.objects import Body, DesiredObject, ObjectRef, Ownership
-from baseline_operator.policy.podsecurity import PSA_PREFIX, merge_stricter
+from baseline_operator.policy.podsecurity import MODES, PSA_PREFIX, merge_stricter, rank
 
 # ----------------------------------------------------------------------------- observations
 
@@ -135,6 +135,9 @@ class NamespaceState:
     # Label keys the operator's field manager owns, read from managedFields; None when the
     # server did not say (then the operator's own keys are recognised by their prefixes).
     owned_label_keys: frozenset[str] | None
+    # Pod Security label keys another field manager set (Argo CD, a person): the operator
+    # does not take them over; where they are weaker than a baseline wants, it says so.
+    others_psa_keys: frozenset[str] = frozenset()
 
 
 def observe_namespace(body: Body, manager: str) -> NamespaceState:
@@ -146,7 +149,44 @@ def observe_namespace(body: Body, manager: str) -> NamespaceState:
         labels=dict(metadata.get("labels") or {}),
         terminating=bool(metadata.get("deletionTimestamp")) or status.get("phase") == "Terminating",
         owned_label_keys=owned_label_keys(metadata.get("managedFields"), manager),
+        others_psa_keys=_others_psa_keys(metadata.get("managedFields"), manager),
     )
+
+
+def _others_psa_keys(managed_fields: Any, manager: str) -> frozenset[str]:
+    if not isinstance(managed_fields, list):
+        return frozenset()
+    ours: set[str] = set()
+    theirs: set[str] = set()
+    for entry in managed_fields:
+        if not isinstance(entry, dict):
+            continue
+        labels = ((entry.get("fieldsV1") or {}).get("f:metadata") or {}).get("f:labels") or {}
+        keys = {
+            key.removeprefix("f:")
+            for key in labels
+            if key.startswith("f:") and key.removeprefix("f:").startswith(PSA_PREFIX)
+        }
+        (ours if entry.get("manager") == manager else theirs).update(keys)
+    return frozenset(theirs - ours)
+
+
+def pod_security_held_by_others(
+    plan_labels: Mapping[str, str], namespace: NamespaceState
+) -> list[str]:
+    """Pod Security levels another manager set weaker than the baselines want (not forced)."""
+    weaker = []
+    for key in sorted(namespace.others_psa_keys):
+        mode = key.removeprefix(PSA_PREFIX)
+        if mode not in MODES or key not in plan_labels:
+            continue
+        theirs = namespace.labels.get(key)
+        if rank(theirs) < rank(plan_labels[key]):
+            weaker.append(
+                f"namespace {namespace.name}: label {key}={theirs} is set by another field"
+                f" manager, weaker than {plan_labels[key]}; not overridden"
+            )
+    return weaker
 
 
 def _apply_entries(managed_fields: Any, manager: str) -> list[dict[str, Any]]:
@@ -472,13 +512,20 @@ def desired_namespace_labels(
     owners: Mapping[str, OwnerState],
 ) -> dict[str, str]:
     """The operator's labels for the namespace, keeping those of baselines it cannot judge."""
-    labels = dict(plan_labels)
+    # Pod Security labels someone else set are theirs: never forced, taken or removed.
+    labels = {
+        key: value for key, value in plan_labels.items() if key not in namespace.others_psa_keys
+    }
     held_back = _held_back_baselines(namespace, owners)
     for name in held_back:
         labels[f"{APPLIED_PREFIX}{name}"] = namespace.labels[f"{APPLIED_PREFIX}{name}"]
     if held_back:
         # A frozen or unknown baseline may have set Pod Security levels: never lower them here.
-        current_psa = {k: v for k, v in namespace.labels.items() if k.startswith(PSA_PREFIX)}
+        current_psa = {
+            key: value
+            for key, value in namespace.labels.items()
+            if key.startswith(PSA_PREFIX) and key not in namespace.others_psa_keys
+        }
         labels = merge_stricter(labels, current_psa)
     return labels
 
