@@ -283,17 +283,19 @@ def test_every_yaml_file_is_listed(directory: Path) -> None:
             assert path.resolve() in listed, f"{where} is not in kustomization.yaml"
 
 
-def test_the_root_brings_the_crd_first_for_argocd() -> None:
+def test_the_root_brings_the_crds_first_for_argocd() -> None:
     crds = [obj for obj in _rendered(REPO) if obj["kind"] == "CustomResourceDefinition"]
-    assert [crd["metadata"]["name"] for crd in crds] == [CRD_NAME]
+    names = sorted(crd["metadata"]["name"] for crd in crds)
+    assert names == sorted([CRD_NAME, "baselineexceptions.security.baseline.dev"])
     assert {obj["kind"] for obj in _rendered(REPO)} >= {"Deployment", "ClusterRole"}
-    patched = [
-        patch
-        for patch in _kustomization(REPO).get("patches", [])
-        if yaml.safe_load(patch.get("patch", "{}")).get("metadata", {}).get("name") == CRD_NAME
-    ]
-    annotations = yaml.safe_load(patched[0]["patch"])["metadata"]["annotations"]
-    assert int(annotations["argocd.argoproj.io/sync-wave"]) < 0
+    for name in names:
+        patched = [
+            patch
+            for patch in _kustomization(REPO).get("patches", [])
+            if yaml.safe_load(patch.get("patch", "{}")).get("metadata", {}).get("name") == name
+        ]
+        annotations = yaml.safe_load(patched[0]["patch"])["metadata"]["annotations"]
+        assert int(annotations["argocd.argoproj.io/sync-wave"]) < 0, name
 
 
 def test_own_objects_carry_no_argocd_tracking_or_generated_object_label() -> None:
