@@ -461,7 +461,11 @@ async def test_drift_that_widens_access_is_repaired_exactly(
             assert (
                 current["metadata"]["resourceVersion"] != answer.body["metadata"]["resourceVersion"]
             ), f"{what}: not written since the edit"
-            managers = {entry["manager"] for entry in current["metadata"]["managedFields"]}
+            managers = {  # writes of the status (the quota controller's) are not counted
+                entry["manager"]
+                for entry in current["metadata"]["managedFields"]
+                if not entry.get("subresource")
+            }
             assert managers == {FIELD_MANAGER}, f"{what}: fields of others remain: {managers}"
             if ref.kind == NETWORK_POLICY and ref.name.endswith("default-deny"):
                 assert not (current["spec"].get("podSelector") or {}), current["spec"]
@@ -525,7 +529,11 @@ async def test_adopt_if_identical_does_not_adopt_a_weakened_look_alike(e2e: E2E)
             current = await live(e2e, ref)
             assert current["metadata"]["resourceVersion"] == versions[ref], f"{ref} was written"
             assert MANAGED_BY_KEY not in (current["metadata"].get("labels") or {}), ref
-            managers = {entry["manager"] for entry in current["metadata"]["managedFields"]}
+            managers = {  # writes of the status (the quota controller's) are not counted
+                entry["manager"]
+                for entry in current["metadata"]["managedFields"]
+                if not entry.get("subresource")
+            }
             assert FIELD_MANAGER not in managers, ref
 
 
@@ -902,6 +910,26 @@ def copies_of(generated: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {"copied-admins": plain, "forged-admins": forged}
 
 
+async def remove_copies(kube: KubeApi, namespace: str, names: list[str]) -> None:
+    """The tenant takes its copies back (so that the baseline's finalizer can finish)."""
+    for copy_name in names:
+        await attempt(kube, "DELETE", object_path(ROLE_BINDING, namespace, copy_name))
+
+
+async def leave(e2e: E2E, name: str, namespace: str, generated: ObjectRef) -> None:
+    """Relabel the namespace out of the baseline; wait until what the operator made is gone."""
+    await e2e.cluster.merge_patch(
+        NAMESPACE, None, namespace, {"metadata": {"labels": {"env": "dev"}}}
+    )
+
+    async def cleaned() -> bool:
+        labels = await e2e.cluster.labels(namespace)
+        made = await e2e.cluster.get(generated.kind, namespace, generated.name)
+        return made is None and applied_label(name) not in labels
+
+    await eventually(cleaned, what="cleanup of the namespace leaving")
+
+
 async def test_a_copied_role_binding_is_refused_or_reported_never_deleted(
     e2e: E2E, tenant: k8s.Configuration, clients: list[KubeApi]
 ) -> None:
@@ -932,48 +960,43 @@ async def test_a_copied_role_binding_is_refused_or_reported_never_deleted(
 
         await eventually(unprotected, what="protection lifted")
         uids = {}
-        for copy_name, item in copies.items():
-            answer = await create(tenant_kube, ROLE_BINDING, namespace, item)
-            assert answer.status == 201, f"{copy_name}: {answer.message}"
-            uids[copy_name] = answer.body["metadata"]["uid"]
-        forged = await live(e2e, ObjectRef(ROLE_BINDING, namespace, "forged-admins"))
-        forged_managers = sorted(e["manager"] for e in forged["metadata"].get("managedFields", []))
-        print(f"the forged copy's field managers, as the server kept them: {forged_managers}")
+        try:
+            for copy_name, item in copies.items():
+                answer = await create(tenant_kube, ROLE_BINDING, namespace, item)
+                assert answer.status == 201, f"{copy_name}: {answer.message}"
+                uids[copy_name] = answer.body["metadata"]["uid"]
+            forged = await live(e2e, ObjectRef(ROLE_BINDING, namespace, "forged-admins"))
+            managers = sorted(e["manager"] for e in forged["metadata"].get("managedFields", []))
+            print(f"the forged copy's field managers, as the server kept them: {managers}")
 
-        # ... and are reported, named, not adopted, not deleted.
-        copied = ObjectRef(ROLE_BINDING, namespace, "copied-admins")
-        await reports(e2e, name, "Conflicted", str(copied), "(+1 more)")
+            # ... and are reported, named, not adopted, not deleted.
+            copied = ObjectRef(ROLE_BINDING, namespace, "copied-admins")
+            await reports(e2e, name, "Conflicted", str(copied), "(+1 more)")
 
-        # The namespace leaves the baseline: what the operator made goes, the copies stay.
-        await operator.settled()
-        started = time.monotonic()
-        await e2e.cluster.merge_patch(
-            NAMESPACE, None, namespace, {"metadata": {"labels": {"env": "dev"}}}
-        )
-
-        async def cleaned() -> bool:
-            labels = await e2e.cluster.labels(namespace)
-            made = await e2e.cluster.get(ROLE_BINDING, namespace, admins.name)
-            return made is None and applied_label(name) not in labels
-
-        await eventually(cleaned, what="cleanup of the namespace leaving")
-        record_timing("namespace leaving: relabel to cleanup", time.monotonic() - started)
-        await operator.settled()
-        for copy_name, uid in uids.items():
-            kept = await e2e.cluster.get(ROLE_BINDING, namespace, copy_name)
-            assert kept is not None, f"the operator deleted the tenant's {copy_name}"
-            assert kept["metadata"]["uid"] == uid, copy_name
-            assert [s["name"] for s in kept["subjects"]] == ["mallory"], copy_name
+            # The namespace leaves the baseline: what the operator made goes, the copies stay.
+            await operator.settled()
+            started = time.monotonic()
+            await leave(e2e, name, namespace, admins)
+            record_timing("namespace leaving: relabel to cleanup", time.monotonic() - started)
+            await operator.settled()
+            for copy_name, uid in uids.items():
+                kept = await e2e.cluster.get(ROLE_BINDING, namespace, copy_name)
+                assert kept is not None, f"the operator deleted the tenant's {copy_name}"
+                assert kept["metadata"]["uid"] == uid, copy_name
+                assert [s["name"] for s in kept["subjects"]] == ["mallory"], copy_name
+        finally:
+            await remove_copies(tenant_kube, namespace, list(uids))
 
 
 @pytest.mark.xfail(
     strict=True,
+    raises=AssertionError,
     reason=(
         "a copy carrying a baseline's labels in a namespace the baseline no longer selects "
-        "is kept (right) but reported nowhere: diff_namespace returns it as a Conflict for "
-        "the baseline, but NamespaceReconciler records outcomes only for baselines that "
-        "select the namespace, so status.conditions Conflicted turns False (NoConflicts) and "
-        "no Event names the copy"
+        "is kept (right) but reported nowhere: diff_namespace returns it as a Conflict of "
+        "the baseline, but the namespace reconciler records outcomes only for baselines "
+        "that select the namespace, so the status goes to Ready=True NoNamespacesSelected, "
+        "Conflicted=False NoConflicts, and no Event names the copy"
     ),
 )
 async def test_a_copy_left_behind_by_a_leaving_namespace_is_still_reported(
@@ -984,40 +1007,79 @@ async def test_a_copy_left_behind_by_a_leaving_namespace_is_still_reported(
     name = await e2e.create_baseline(body)
     tenant_kube = await as_tenant(e2e, tenant, namespace, clients)
     admins = ref_of(body, namespace, ROLE_BINDING, "admins")
+    copied = ObjectRef(ROLE_BINDING, namespace, "copied-admins")
     async with e2e.operator() as operator:
-        await eventually(lambda: converged_on(e2e, body, [namespace]), what="convergence")
-        item = copies_of(await live(e2e, admins))["copied-admins"]
-        answer = await create(tenant_kube, ROLE_BINDING, namespace, item)
-        assert answer.status == 201, answer.message
-        copied = ObjectRef(ROLE_BINDING, namespace, "copied-admins")
-        await reports(e2e, name, "Conflicted", str(copied))
-        await operator.settled()
-        await e2e.cluster.merge_patch(
-            NAMESPACE, None, namespace, {"metadata": {"labels": {"env": "dev"}}}
-        )
+        try:
+            await eventually(lambda: converged_on(e2e, body, [namespace]), what="convergence")
+            item = copies_of(await live(e2e, admins))["copied-admins"]
+            answer = await create(tenant_kube, ROLE_BINDING, namespace, item)
+            assert answer.status == 201, answer.message
+            await reports(e2e, name, "Conflicted", str(copied))
+            await operator.settled()
+            left_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 1))
+            await leave(e2e, name, namespace, admins)
+            assert await e2e.cluster.get(ROLE_BINDING, namespace, copied.name) is not None
 
-        async def cleaned() -> bool:
-            return await e2e.cluster.get(ROLE_BINDING, namespace, admins.name) is None
+            async def status_after_leaving() -> dict[str, Any]:
+                status = await e2e.cluster.status(name)
+                return status if (status.get("namespaces") or {}).get("selected") == 0 else {}
 
-        await eventually(cleaned, what="cleanup of the namespace leaving")
-        await operator.settled()
-        assert await e2e.cluster.get(ROLE_BINDING, namespace, copied.name) is not None
-
-        left_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 1))
-
-        async def still_reported() -> bool:
-            conflicted = await e2e.cluster.condition(name, "Conflicted")
-            if conflicted.get("status") == "True" and str(copied) in conflicted.get("message", ""):
-                return True
-            events = await e2e.cluster.list(EVENT, namespace)
-            return any(
-                str(copied) in event.get("message", "")
-                and event.get("reason") == "Conflict"
+            status = await eventually(status_after_leaving, what="the status after leaving")
+            conflicted = next(c for c in status["conditions"] if c["type"] == "Conflicted")
+            events = [
+                event
+                for event in await e2e.cluster.list(EVENT, namespace)
+                if event.get("reason") == "Conflict"
+                and str(copied) in event.get("message", "")
                 and event["metadata"]["creationTimestamp"] >= left_at
-                for event in events
+            ]
+            in_status = conflicted["status"] == "True" and str(copied) in conflicted["message"]
+            assert in_status or events, (
+                f"nothing reports {copied} after the namespace left: {conflicted}"
             )
+        finally:
+            await remove_copies(tenant_kube, namespace, [copied.name])
 
-        await eventually(still_reported, limit=15, what="the copy reported after leaving")
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason=(
+        "a copy carrying a baseline's labels blocks the baseline's deletion for ever: the "
+        "finalizer waits on ClusterView.remains_of, which counts every object whose labels "
+        "name the baseline, including copies the operator will never delete (not its apply "
+        "in managedFields, or not a name it generates); kopf retries 'cleanup still under "
+        "way: RoleBinding <ns>/copied-admins' every 5s until someone deletes the copy"
+    ),
+)
+async def test_a_copy_does_not_block_the_deletion_of_its_baseline(
+    e2e: E2E, tenant: k8s.Configuration, clients: list[KubeApi]
+) -> None:
+    namespace = await e2e.create_namespace("a", env="prod")
+    body = e2e.baseline_body(rbac=POSTURE["rbac"])
+    name = await e2e.create_baseline(body)
+    tenant_kube = await as_tenant(e2e, tenant, namespace, clients)
+    admins = ref_of(body, namespace, ROLE_BINDING, "admins")
+    copied = ObjectRef(ROLE_BINDING, namespace, "copied-admins")
+    async with e2e.operator():
+        try:
+            await eventually(lambda: converged_on(e2e, body, [namespace]), what="convergence")
+            item = copies_of(await live(e2e, admins))["copied-admins"]
+            answer = await create(tenant_kube, ROLE_BINDING, namespace, item)
+            assert answer.status == 201, answer.message
+            await reports(e2e, name, "Conflicted", str(copied))
+            started = time.monotonic()
+            await e2e.cluster.delete(SECURITY_BASELINE, None, name)
+
+            async def gone() -> bool:
+                return await e2e.cluster.get(SECURITY_BASELINE, None, name) is None
+
+            await eventually(gone, limit=30, what="the baseline's deletion, a copy remaining")
+            record_timing("baseline deletion with a copy remaining", time.monotonic() - started)
+            assert await e2e.cluster.get(ROLE_BINDING, namespace, admins.name) is None
+            assert await e2e.cluster.get(ROLE_BINDING, namespace, copied.name) is not None
+        finally:
+            await remove_copies(tenant_kube, namespace, [copied.name])
 
 
 # ----------------------------------------------------------------------------- 5. mass removal
