@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import random
 from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -94,6 +95,8 @@ class LeaseStore:
         self.lease: dict[str, Any] | None = None
         self.version = 0
         self.fail = False
+        self.flaky: random.Random | None = None  # ...or 30% of them, at random
+        self.requests = 0
         self.hang = False
         self.get_takes = 0.0
         self.writes: list[tuple[float, str]] = []  # (time, holder)
@@ -101,7 +104,8 @@ class LeaseStore:
     async def _answer(self) -> None:
         if self.hang:
             await asyncio.Event().wait()
-        if self.fail:
+        self.requests += 1
+        if self.fail or (self.flaky is not None and self.flaky.random() < 0.3):
             raise ApiError(503, "ServiceUnavailable", "down")
 
     async def get(self, ref: ObjectRef) -> dict[str, Any] | None:
@@ -317,6 +321,25 @@ async def test_a_leader_renewing_in_time_keeps_writing(store: LeaseStore, clock:
     assert not lost.is_set()  # a stop is not a loss of leadership...
     assert not leader.may_write()  # ...but nothing is written after it
     assert len(store.writes) >= 45  # every 2 s (and a step)
+
+
+async def test_a_flaky_api_server_does_not_cost_the_lease(store: LeaseStore, clock: Clock) -> None:
+    """30% of the requests refused (half the renewals fail): a failed renewal is tried
+    again soon, within the deadline, so the leader keeps leading."""
+    leader = elector(store, clock, "a")
+    assert await leader.try_lead()
+    store.flaky = random.Random(1)
+    lost = asyncio.Event()
+    holding = asyncio.create_task(leader.hold(lost))
+    while clock.now < 1100:
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert leader.may_write() and not lost.is_set()
+        clock.now += 0.05
+    holding.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await holding
+    assert len(store.writes) > 10
 
 
 async def test_the_fence_keeps_writes_from_leaving_the_client(clock: Clock) -> None:

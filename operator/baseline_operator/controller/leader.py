@@ -9,7 +9,10 @@ operator's namespace. Three durations govern it (client-go's, by default):
   holder still writes. Past it, `may_write()` says no: the operator's client sends no
   further write (KubeApi.may_write), and the holder steps down. It is shorter than
   `duration`, so the holder has stopped writing before anyone else can acquire;
-- `renew_every` (2 s): the renewal (and, while waiting, the acquisition) period.
+- `renew_every` (2 s): the renewal (and, while waiting, the acquisition) period; after a
+  failed renewal the holder tries again sooner (every `renew_every / 4`), and no attempt
+  may take longer than `1.5 * renew_every`, so a flaky or slow API server gets many
+  chances within the deadline.
 
 Every deadline is measured on this process's monotonic clock, and a replica waiting
 for its turn judges expiry by how long it has itself seen the Lease unchanged (as
@@ -274,15 +277,18 @@ class LeaderElector:
         """Renew every `renew_every` until the Lease is taken or the renew deadline passes
         without a renewal; then stop writing at once and set `lost`. Cancelled, it stops
         writing too (without setting `lost`)."""
+        pause = self.renew_every
         try:
             while not lost.is_set():
-                await self.sleep(self.renew_every)
+                await self.sleep(pause)
                 left = self.remaining()
                 if left <= 0:
                     self.step_down("the renew deadline passed without a renewal")
                     break
+                pause = self.renew_every / 4  # unless this attempt succeeds
                 try:
-                    if await self._within(left, self.try_lead()):
+                    if await self._within(min(left, self.renew_every * 1.5), self.try_lead()):
+                        pause = self.renew_every
                         continue
                     self.step_down("leadership taken by another replica")
                     break
