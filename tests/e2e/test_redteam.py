@@ -67,7 +67,6 @@ from baseline_operator.policy.objects import (
 )
 from tests.e2e.conftest import (
     CLUSTER_ROLE_BINDING,
-    CRD_FILE,
     E2E,
     ROOT,
     Answer,
@@ -1085,24 +1084,97 @@ async def test_a_copy_does_not_block_the_deletion_of_its_baseline(
 # ----------------------------------------------------------------------------- 5. mass removal
 
 
-def _spec_fields() -> set[str]:
-    crd = yaml.safe_load(CRD_FILE.read_text())
-    version = crd["spec"]["versions"][0]
-    return set(version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"])
+async def holding(e2e: E2E, name: str, namespaces: list[str]) -> list[str]:
+    """The namespaces that carry the baseline's applied label."""
+    label = applied_label(name)
+    return [ns for ns in namespaces if label in await e2e.cluster.labels(ns)]
 
 
-def test_a_mass_removal_is_held_until_acknowledged() -> None:
-    acknowledgement = {
-        field
-        for field in _spec_fields()
-        if "acknowledg" in field.lower() or "removal" in field.lower()
-    }
-    if not acknowledgement:
-        pytest.skip("brake on mass removal not built yet")
-    pytest.fail(
-        f"the baseline spec now has {sorted(acknowledgement)}: the brake on mass removal "
-        "exists, write this case (a selector change held, Ready=False, then acknowledged)"
+async def test_a_mass_removal_is_held_until_acknowledged(e2e: E2E) -> None:
+    namespaces = [await e2e.create_namespace(f"n{index}", env="prod") for index in range(6)]
+    body = e2e.baseline_body(**POSTURE)
+    name = await e2e.create_baseline(body)
+    async with e2e.operator() as operator:
+        await eventually(lambda: converged_on(e2e, body, namespaces), what="convergence")
+        await converged(e2e, name)
+
+        # One namespace of six leaving is no mass removal: it goes at once.
+        await operator.settled()
+        await leave(e2e, name, namespaces[-1], ref_of(body, namespaces[-1], ROLE_BINDING, "admins"))
+        held_by = namespaces[:-1]
+        await eventually(lambda: converged_on(e2e, body, held_by), what="five namespaces left")
+        before = await e2e.owned_refs(name)
+
+        # A typo in the selector would take the posture out of all five: held.
+        await operator.settled()
+        typo = {"spec": {"namespaceSelector": {"matchLabels": {"env": "prdo"}}}}
+        await e2e.cluster.merge_patch(SECURITY_BASELINE, None, name, typo)
+        generation = (await e2e.cluster.get(SECURITY_BASELINE, None, name) or {})["metadata"][
+            "generation"
+        ]
+        acknowledgement = f'acknowledge-removal="{generation}"'
+        status = await reports(e2e, name, "RemovalHeld", "5 of the 5", acknowledgement)
+        await operator.settled()
+        assert await e2e.owned_refs(name) == before, "something was removed while held"
+        assert await holding(e2e, name, held_by) == held_by, "a namespace was unlabelled"
+
+        async def warned() -> list[dict[str, Any]]:
+            return [
+                event
+                for event in await e2e.cluster.list(EVENT)
+                if (event.get("involvedObject") or {}).get("name") == name
+                and event.get("type") == "Warning"
+                and acknowledgement in event.get("message", "")
+            ]
+
+        await eventually(warned, what="a Warning Event about the held removal")
+
+        # Acknowledged for this generation: the removal goes ahead.
+        started = time.monotonic()
+        await e2e.acknowledge_removal(name)
+
+        async def removed() -> bool:
+            return not await e2e.owned_refs(name) and not await holding(e2e, name, held_by)
+
+        await eventually(removed, what="the acknowledged removal")
+        record_timing(
+            "mass removal of 5 namespaces: acknowledgement to removal", time.monotonic() - started
+        )
+        print(f"held status: {json.dumps(status['conditions'])}")
+
+
+PSA_ENFORCE = "pod-security.kubernetes.io/enforce"
+
+
+async def test_a_pod_security_label_someone_else_set_is_neither_forced_nor_removed(
+    e2e: E2E,
+) -> None:
+    namespace = await e2e.create_namespace("a", env="prod")
+    # Set by someone else (the tests' own field manager) before any baseline.
+    labelled = await server_side_apply(
+        e2e.kube,
+        NAMESPACE,
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": namespace, "labels": {PSA_ENFORCE: "privileged"}},
+        },
     )
+    assert labelled.status == 200, labelled.message
+    body = e2e.baseline_body(podSecurity={"enforce": "restricted"}, **POSTURE)
+    name = await e2e.create_baseline(body)
+    async with e2e.operator() as operator:
+        # Not forced: the label stays as its owner set it, and the baseline says so.
+        await reports(e2e, name, "Conflicted", f"{PSA_ENFORCE}=privileged")
+        labels = await e2e.cluster.labels(namespace)
+        assert labels[PSA_ENFORCE] == "privileged"
+        assert labels.get(applied_label(name)) == "true"
+
+        # Not removed when the namespace leaves the baseline.
+        await operator.settled()
+        await leave(e2e, name, namespace, ref_of(body, namespace, ROLE_BINDING, "admins"))
+        await operator.settled()
+        assert (await e2e.cluster.labels(namespace)).get(PSA_ENFORCE) == "privileged"
 
 
 # ----------------------------------------------------------------------------- 6. collisions
