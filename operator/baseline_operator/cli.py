@@ -26,6 +26,7 @@ from baseline_operator.offline.baselines import (
     render_objects,
     validate_file,
 )
+from baseline_operator.policy.admission import EXTERNAL_SECRETS_USERNAME
 from baseline_operator.policy.names import OPERATOR_NAMESPACE
 
 # What only `demo` imports: the `demo` extra of the distribution.
@@ -290,6 +291,13 @@ def audit(
     help="The user the operator runs as, which tamper protection lets through (default: the"
     " ServiceAccount token's subject, else what the API server says).",
 )
+@click.option(
+    "--eso-username",
+    default=EXTERNAL_SECRETS_USERNAME,
+    show_default=True,
+    help="The External Secrets Operator's user, which tamper protection lets change its own"
+    " finalizers on generated ExternalSecrets.",
+)
 def run(
     namespace: str,
     verbose: int,
@@ -300,6 +308,7 @@ def run(
     leader_election: bool,
     request_budget: int | None,
     username: str | None,
+    eso_username: str,
 ) -> None:
     """Run the operator against the current kubeconfig or in-cluster config."""
     from baseline_operator.controller.main import run_operator  # noqa: PLC0415
@@ -315,6 +324,7 @@ def run(
         leader_election=leader_election,
         workload_audit=workload_audit,
         username=username,
+        eso_username=eso_username,
     )
     sys.exit(run_operator(options))
 

@@ -73,9 +73,20 @@ POLICY_REPORT = Kind("wgpolicyk8s.io", "v1alpha2", "PolicyReport", "policyreport
 SECURITY_BASELINE = Kind(
     "security.baseline.dev", "v1alpha1", "SecurityBaseline", "securitybaselines", namespaced=False
 )
+BASELINE_EXCEPTION = Kind(
+    "security.baseline.dev", "v1alpha1", "BaselineException", "baselineexceptions", namespaced=False
+)
 _BY_API_VERSION_KIND = {
     (kind.api_version, kind.kind): kind
-    for kind in (*ALL_KINDS, EVENT, LEASE, POD, POLICY_REPORT, SECURITY_BASELINE)
+    for kind in (
+        *ALL_KINDS,
+        EVENT,
+        LEASE,
+        POD,
+        POLICY_REPORT,
+        SECURITY_BASELINE,
+        BASELINE_EXCEPTION,
+    )
 }
 
 

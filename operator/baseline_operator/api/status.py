@@ -84,7 +84,15 @@ class NamespaceReport(ApiModel):
 class WorkloadCounts(ApiModel):
     pods: int = Field(default=0, ge=0, description="Pods checked.")
     non_compliant_pods: int = Field(default=0, ge=0, description="Pods with findings.")
-    findings: int = Field(default=0, ge=0, description="Findings over all pods.")
+    findings: int = Field(default=0, ge=0, description="Failing findings over all pods.")
+    skipped: int = Field(
+        default=0,
+        ge=0,
+        description=(
+            "Findings an active BaselineException waives (reported as skip, with the"
+            " exception's name and expiry, in the namespace's PolicyReport)."
+        ),
+    )
 
 
 class WorkloadReport(ApiModel):
@@ -102,6 +110,20 @@ class PodSecurityPreview(ApiModel):
         default_factory=list,
         max_length=MAX_REPORTED,
         description="The API server's warnings about existing pods the level would reject.",
+    )
+
+
+class ExceptionCounts(ApiModel):
+    active: int = Field(default=0, ge=0, description="BaselineExceptions of it in force now.")
+    invalid: int = Field(
+        default=0,
+        ge=0,
+        description="BaselineExceptions naming it that are Invalid (they waive nothing).",
+    )
+    next_expiry: str | None = Field(
+        default=None,
+        description="When the next active exception expires (absent when none is active).",
+        json_schema_extra={"format": "date-time"},
     )
 
 
@@ -132,6 +154,9 @@ class SecurityBaselineStatus(ApiModel):
         default_factory=list,
         max_length=MAX_REPORTED,
         description=f"Up to {MAX_REPORTED} pods that fail hardening checks.",
+    )
+    exceptions: ExceptionCounts | None = Field(
+        default=None, description="The BaselineExceptions that name this baseline."
     )
     pod_security_preview: list[PodSecurityPreview] = Field(
         default_factory=list,

@@ -9,7 +9,7 @@ from baseline_operator.controller.brake import RemovalBrake
 from baseline_operator.controller.status import StatusKeeper
 from baseline_operator.controller.view import ClusterView
 from baseline_operator.controller.writer import FailureKind, WriteFailure, Writer
-from baseline_operator.policy.admission import render_cluster_objects
+from baseline_operator.policy.admission import EXTERNAL_SECRETS_USERNAME, render_cluster_objects
 from baseline_operator.policy.diff import OwnerState, diff_objects
 
 
@@ -24,6 +24,7 @@ class ClusterObjectsReconciler:
     status: StatusKeeper
     brake: RemovalBrake
     operator_username: str
+    eso_username: str = EXTERNAL_SECRETS_USERNAME
 
     async def reconcile(self, name: str) -> None:
         entry = self.view.baselines().get(name)
@@ -36,7 +37,16 @@ class ClusterObjectsReconciler:
             owners = {name: OwnerState(active=False)}  # always removed with the baseline
         else:
             assert entry.baseline is not None
-            desired = tuple(render_cluster_objects(entry.baseline, self.operator_username))
+            # The exceptions in force at the last moment they were judged: re-rendered when
+            # that set changes (controller.exceptions).
+            desired = tuple(
+                render_cluster_objects(
+                    entry.baseline,
+                    self.operator_username,
+                    self.eso_username,
+                    exceptions=self.view.active_exceptions(name),
+                )
+            )
             owners = {name: OwnerState(adopt=entry.baseline.spec.adopt, active=True)}
         wanted = {item.ref for item in desired}
         observed = {

@@ -19,7 +19,8 @@ log = structlog.get_logger(__name__)
 
 NORMAL = "Normal"
 WARNING = "Warning"
-# Events about cluster-scoped objects (a SecurityBaseline) live here, as kopf's do.
+# Events about cluster-scoped objects (a SecurityBaseline, a BaselineException) live here,
+# as kopf's do.
 CLUSTER_EVENTS_NAMESPACE = "default"
 _MAX_MESSAGE = 1024
 
@@ -48,6 +49,18 @@ class EventRecorder:
         involved = {
             "apiVersion": "security.baseline.dev/v1alpha1",
             "kind": "SecurityBaseline",
+            "name": name,
+        }
+        if uid:
+            involved["uid"] = uid
+        await self._post(CLUSTER_EVENTS_NAMESPACE, involved, type_, reason, message)
+
+    async def on_exception(
+        self, name: str, uid: str | None, type_: str, reason: str, message: str
+    ) -> None:
+        involved = {
+            "apiVersion": "security.baseline.dev/v1alpha1",
+            "kind": "BaselineException",
             "name": name,
         }
         if uid:

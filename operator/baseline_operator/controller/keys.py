@@ -22,3 +22,8 @@ def status_key(baseline: str) -> WorkKey:
 
 def workloads_key(namespace: str) -> WorkKey:
     return ("workloads", namespace)
+
+
+def exception_key(name: str) -> WorkKey:
+    """A BaselineException's status and Events."""
+    return ("exception", name)

@@ -32,6 +32,7 @@ from baseline_operator.policy.diff import (
     diff_namespace,
     pod_security_held_by_others,
 )
+from baseline_operator.policy.exceptions import ActiveException
 from baseline_operator.policy.layering import NamespacePlan, plan_namespace
 from baseline_operator.policy.names import APPLIED_PREFIX
 from baseline_operator.policy.objects import NAMESPACE, ObjectRef
@@ -102,7 +103,12 @@ class NamespaceReconciler:
             )
             for entry in entries.values()
         }
-        plan = plan_namespace(name, enforce)
+        plan = plan_namespace(
+            name,
+            enforce,
+            exceptions=self._active(enforce),
+            namespace_labels_now=state.labels,
+        )
         observed = self.view.objects_in(name)
         changes = diff_namespace(plan.labels, plan.objects, state, observed, owners)
 
@@ -165,6 +171,16 @@ class NamespaceReconciler:
         if any(f.kind is FailureKind.REFUSED for f in failures.values()):
             raise RetryLater(f"namespace {name}: {len(reported)} writes failed")
 
+    def _active(
+        self, baselines: Sequence[SecurityBaseline]
+    ) -> dict[str, tuple[ActiveException, ...]]:
+        """Each baseline's exceptions in force (they lower its own Pod Security enforce)."""
+        return {
+            baseline.name: found
+            for baseline in baselines
+            if (found := self.view.active_exceptions(baseline.name))
+        }
+
     async def _execute(
         self, state: NamespaceState, changes: NamespaceChanges
     ) -> dict[ObjectRef, WriteFailure]:
@@ -217,7 +233,12 @@ class NamespaceReconciler:
             cleanup=entry.baseline.spec.cleanup_policy,
             active=True,
         )
-        plan = plan_namespace(state.name, [*enforce, entry.baseline])
+        plan = plan_namespace(
+            state.name,
+            [*enforce, entry.baseline],
+            exceptions=self._active([*enforce, entry.baseline]),
+            namespace_labels_now=state.labels,
+        )
         changes = diff_namespace(plan.labels, plan.objects, state, observed, as_if)
         by_verb: dict[str, list[str]] = {}
         for item in changes.applies:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from baseline_operator.policy.admission import EXTERNAL_SECRETS_USERNAME
 from baseline_operator.policy.names import OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT
 
 
@@ -34,6 +35,9 @@ class OperatorOptions:
     removal_brake_minimum: int = 5
     # The user tamper protection lets through; by default this ServiceAccount's.
     username: str | None = None
+    # The External Secrets Operator's user, which tamper protection lets change its own
+    # finalizers on generated ExternalSecrets.
+    eso_username: str = EXTERNAL_SECRETS_USERNAME
 
     @property
     def operator_username(self) -> str:

@@ -10,20 +10,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import structlog
 
+from baseline_operator.api.exception import format_time
+from baseline_operator.api.kinds import BASELINE_EXCEPTION
 from baseline_operator.controller.baselines import BaselineEntry, baseline_entry
 from baseline_operator.controller.brake import RemovalBrake
 from baseline_operator.controller.cluster_objects import ClusterObjectsReconciler
-from baseline_operator.controller.events import EventRecorder, now_rfc3339
+from baseline_operator.controller.events import EventRecorder
+from baseline_operator.controller.exceptions import (
+    ExceptionEntry,
+    ExceptionKeeper,
+    exception_entry,
+    utc_now,
+)
 from baseline_operator.controller.informer import Informer, Key
 from baseline_operator.controller.keys import (
     STATUS_DEBOUNCE,
     cluster_key,
+    exception_key,
     namespace_key,
     status_key,
     workloads_key,
@@ -53,6 +63,7 @@ from baseline_operator.policy.objects import (
     SERVICE_ACCOUNT,
     Body,
 )
+from baseline_operator.policy.select import selects
 from baseline_operator.policy.workloads import pod_essence, workload_status
 
 log = structlog.get_logger(__name__)
@@ -80,6 +91,9 @@ def _namespace(body: Body) -> NamespaceState:
 class Runtime:
     kube: KubeApi
     options: OperatorOptions = field(default_factory=OperatorOptions)
+    # The one clock exceptions are judged by (and status times stamped with); tests replace
+    # it and call `self.exceptions.wake()`.
+    clock: Callable[[], datetime] = utc_now
 
     def __post_init__(self) -> None:
         kube, options = self.kube, self.options
@@ -109,6 +123,9 @@ class Runtime:
             field_selector="metadata.name=default",
             watch_timeout=watch,
         )
+        self.exception_informer = Informer[ExceptionEntry](
+            kube, BASELINE_EXCEPTION, exception_entry, self._on_exception, watch_timeout=watch
+        )
         self.pods: Informer[dict[str, Any]] | None = None
         self.view = ClusterView(
             self.baselines,
@@ -117,6 +134,7 @@ class Runtime:
             self.default_accounts,
             found_for=options.resync_seconds,
             clock=time.monotonic,
+            exceptions_informer=self.exception_informer,
         )
         self.queue = WorkQueue(self._process, workers=options.workers, retain=self._retain)
         events = EventRecorder(kube, options.instance)
@@ -133,9 +151,18 @@ class Runtime:
             events=events,
             enqueue=self._enqueue,
             operator_namespace=options.namespace,
-            now=now_rfc3339,
+            now=lambda: format_time(self.clock()),
             workloads_of=self._workloads_of,
             removal_held=self._removal_held,
+            exceptions_of=lambda name: self.exceptions.summary_of(name),  # noqa: PLW0108 (made below)
+        )
+        self.exceptions = ExceptionKeeper(
+            view=self.view,
+            kube=kube,
+            events=events,
+            enqueue=self._enqueue,
+            affect=self._exceptions_changed,
+            clock=lambda: self.clock(),  # noqa: PLW0108 (tests replace self.clock)
         )
         self.namespace_reconciler = NamespaceReconciler(
             view=self.view,
@@ -152,6 +179,7 @@ class Runtime:
             status=self.status,
             brake=self.brake,
             operator_username=options.operator_username,
+            eso_username=options.eso_username,
         )
         self.auditor = WorkloadAuditor(
             view=self.view,
@@ -162,6 +190,7 @@ class Runtime:
         )
         self._triggers: dict[str, tuple[Any, ...]] = {}
         self._resync: asyncio.Task[None] | None = None
+        self._timer: asyncio.Task[None] | None = None
         self._starter: asyncio.Task[None] | None = None
         # Set once every informer the reconciler reads has listed its kind.
         self.ready = asyncio.Event()
@@ -169,7 +198,13 @@ class Runtime:
     # ------------------------------------------------------------------ lifecycle
 
     def _core_informers(self) -> list[Informer[Any]]:
-        return [self.baselines, self.namespaces, *self.objects.values(), self.default_accounts]
+        return [
+            self.baselines,
+            self.namespaces,
+            *self.objects.values(),
+            self.default_accounts,
+            self.exception_informer,
+        ]
 
     def start(self) -> None:
         for informer in self._core_informers():
@@ -188,12 +223,16 @@ class Runtime:
         self._update_pod_watch()
         for entry in self.view.baselines().values():
             self.brake.update(entry)
+        # Exceptions first: one that expired while the operator was down ends before
+        # anything else is looked at.
+        self.exceptions.catch_up()
         self.enqueue_everything()
         self.queue.start()
         self._resync = asyncio.create_task(self._resync_loop(), name="resync")
+        self._timer = asyncio.create_task(self.exceptions.run_timer(), name="exception-timer")
 
     async def stop(self) -> None:
-        for task in (self._starter, self._resync):
+        for task in (self._starter, self._resync, self._timer):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -215,6 +254,7 @@ class Runtime:
             self.queue.add_all(workloads_key(name) for name in names)
         for name in self.view.baselines():
             self.queue.add(cluster_key(name))
+        self.queue.add_all(exception_key(name) for name in sorted(self.view.exceptions()))
 
     def _enqueue(self, key: Hashable, delay: float = 0.0) -> None:
         if self.ready.is_set():
@@ -228,6 +268,8 @@ class Runtime:
                 await self.cluster_reconciler.reconcile(name)
             case ("status", str(name)):
                 await self.status.write_status(name)
+            case ("exception", str(name)):
+                await self.exceptions.write(name)
             case ("workloads", str(namespace)):
                 if self.pods is not None and not self.pods.synced.is_set():
                     await self.pods.synced.wait()
@@ -241,6 +283,8 @@ class Runtime:
                 return self.namespaces.get("", name) is not None
             case ("cluster" | "status", str(name)):
                 return self.baselines.get("", name) is not None
+            case ("exception", str(name)):
+                return self.exception_informer.get("", name) is not None
         return True
 
     # ------------------------------------------------------------------ workload audit
@@ -288,6 +332,8 @@ class Runtime:
 
     def _on_baseline(self, key: Key, old: BaselineEntry | None, new: BaselineEntry | None) -> None:
         name = key[1]
+        # Its exceptions are judged against it (its limits, its existence).
+        self.exceptions.refresh()
         if new is None:
             self._triggers.pop(name, None)
             self.status.forget_baseline(name)
@@ -306,6 +352,34 @@ class Runtime:
                 self._update_pod_watch()
                 self.enqueue_everything()
         self._enqueue(status_key(name), 0.0)
+
+    def _on_exception(
+        self, key: Key, old: ExceptionEntry | None, new: ExceptionEntry | None
+    ) -> None:
+        name = key[1]
+        if new is None:
+            self.exceptions.forget(name)
+        self.exceptions.refresh()
+        if new is not None:
+            self._enqueue(exception_key(name))
+
+    def _exceptions_changed(self, baseline: str) -> None:
+        """A baseline's exceptions in force changed: its admission policies, the namespaces
+        it selects (Pod Security) and their workloads are looked at again."""
+        if not self.ready.is_set():
+            return
+        self.queue.add(cluster_key(baseline))
+        entry = self.view.baselines().get(baseline)
+        if entry is None or entry.baseline is None:
+            return
+        for name in self.view.namespace_names():
+            state = self.view.namespace(name)
+            if state is None or state.terminating:
+                continue
+            if selects(entry.baseline, name, state.labels, self.options.namespace):
+                self.queue.add(namespace_key(name))
+                if self.pods is not None:
+                    self.queue.add(workloads_key(name))
 
     def _on_namespace(
         self, key: Key, old: NamespaceState | None, new: NamespaceState | None

@@ -41,6 +41,8 @@ class StatusKeeper:
     workloads_of: Callable[[str], Workloads | None] = lambda _: None
     # What the brake on mass removal holds of a baseline, if anything (a message)
     removal_held: Callable[[str], str | None] = lambda _: None
+    # status.exceptions of a baseline (policy.exceptions.exceptions_summary), if any names it
+    exceptions_of: Callable[[str], Mapping[str, Any] | None] = lambda _: None
 
     # outcome of each baseline in each namespace it selects
     outcomes: dict[str, dict[str, Outcome]] = field(default_factory=dict)
@@ -183,6 +185,7 @@ class StatusKeeper:
             workloads=workloads[0] if workloads else None,
             non_compliant_workloads=workloads[1] if workloads else (),
             removal_held=held,
+            exceptions=self.exceptions_of(name),
         )
         status = build_status(facts, previous, self.now())
         if status == _comparable(entry.status) or status == self._written_status.get(name):

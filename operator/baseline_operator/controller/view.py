@@ -28,6 +28,7 @@ from baseline_operator.policy.diff import (
     observe,
     observe_namespace,
 )
+from baseline_operator.policy.exceptions import ActiveException
 from baseline_operator.policy.names import APPLIED_PREFIX, FIELD_MANAGER
 from baseline_operator.policy.objects import NAMESPACE, SERVICE_ACCOUNT, Kind, ObjectRef
 
@@ -56,6 +57,8 @@ class ClusterView:
     objects_informers: Mapping[Kind, Informer[ObservedObject]]
     default_accounts: Informer[ObservedObject]
     pods_informer: Informer[dict[str, Any]] | None = None
+    # Every BaselineException (controller.exceptions.ExceptionEntry), when watched.
+    exceptions_informer: Informer[Any] | None = None
     # How long an object of others found by a create is believed before it is read again.
     found_for: float = 300.0
     clock: Callable[[], float] = lambda: 0.0
@@ -64,6 +67,8 @@ class ClusterView:
     _found: dict[str, dict[ObjectRef, _Found]] = field(default_factory=dict, init=False)
     # Baselines whose finalizer runs: treated as deleted before the watch shows it.
     _leaving: set[str] = field(default_factory=set, init=False)
+    # Each baseline's exceptions in force, as last judged (controller.exceptions).
+    _active: dict[str, tuple[ActiveException, ...]] = field(default_factory=dict, init=False)
 
     # ------------------------------------------------------------------ baselines
 
@@ -78,6 +83,25 @@ class ClusterView:
 
     def forget_baseline(self, name: str) -> None:
         self._leaving.discard(name)
+
+    # ------------------------------------------------------------------ exceptions
+
+    def exceptions(self) -> dict[str, Any]:
+        """Every BaselineException by name (controller.exceptions.ExceptionEntry)."""
+        if self.exceptions_informer is None:
+            return {}
+        return dict(self.exceptions_informer.in_namespace(""))
+
+    def active_exceptions(self, baseline: str) -> tuple[ActiveException, ...]:
+        """A baseline's exceptions in force, as judged at the last moment the operator
+        looked (one verdict for admission, Pod Security and the workload audit)."""
+        return self._active.get(baseline, ())
+
+    def active_sets(self) -> dict[str, tuple[ActiveException, ...]]:
+        return dict(self._active)
+
+    def set_active(self, active: Mapping[str, tuple[ActiveException, ...]]) -> None:
+        self._active = dict(active)
 
     # ------------------------------------------------------------------ namespaces
 

@@ -10,21 +10,24 @@ namespace.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 
 from baseline_operator.controller.events import NORMAL, WARNING, EventRecorder
 from baseline_operator.controller.view import ClusterView
 from baseline_operator.kube.client import ApiError, KubeApi
-from baseline_operator.policy.checklist import ChecklistConfig
+from baseline_operator.policy.checklist import ChecklistConfig, Waiver
 from baseline_operator.policy.diff import in_sync, with_desired_hash
+from baseline_operator.policy.exceptions import waivers_for
 from baseline_operator.policy.objects import POLICY_REPORT, DesiredObject, ObjectRef
 from baseline_operator.policy.select import selects
 from baseline_operator.policy.workloads import (
     POLICY_REPORT_NAME,
     NamespaceWorkloads,
+    WaiversOf,
     audit_pods,
     namespace_message,
     policy_report,
@@ -61,7 +64,11 @@ class WorkloadAuditor:
                     or not selects(baseline, name, state.labels, self.operator_namespace)
                 ):
                     continue
-                results[entry.name] = audit_pods(pods, ChecklistConfig.from_baseline(baseline))
+                results[entry.name] = audit_pods(
+                    pods,
+                    ChecklistConfig.from_baseline(baseline),
+                    self._waivers(entry.name, name, state.labels),
+                )
 
         before = {b: per_ns[name] for b, per_ns in self.summaries.items() if name in per_ns}
         for owner in set(before) | set(results):
@@ -77,6 +84,19 @@ class WorkloadAuditor:
             return
         await self._report_change(name, state.uid, before, results)
         await self._write_policy_report(name, results)
+
+    def _waivers(
+        self, baseline: str, namespace: str, namespace_labels: Mapping[str, str]
+    ) -> WaiversOf | None:
+        """Which checks the baseline's exceptions in force waive for a pod here."""
+        active = self.view.active_exceptions(baseline)
+        if not active:
+            return None
+
+        def of(pod_labels: Mapping[str, Any]) -> Mapping[str, Waiver]:
+            return waivers_for(active, namespace, namespace_labels, pod_labels)
+
+        return of
 
     async def _report_change(
         self,

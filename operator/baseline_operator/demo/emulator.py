@@ -190,6 +190,15 @@ SERVED_RESOURCES: tuple[ServedResource, ...] = (
         status=True,
         short_names=("sbl",),
     ),
+    ServedResource(
+        "security.baseline.dev",
+        "v1alpha1",
+        "baselineexceptions",
+        "BaselineException",
+        namespaced=False,
+        status=True,
+        short_names=("sbx",),
+    ),
 )
 
 

@@ -23,11 +23,12 @@ The plan depends on the set of baselines only, never on the order they come in.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from baseline_operator.api.resource import SecurityBaseline
 from baseline_operator.api.spec import PodSecurityLevel
+from baseline_operator.policy.exceptions import ActiveException, relaxed_pod_security
 from baseline_operator.policy.names import applied_label
 from baseline_operator.policy.objects import (
     EXTERNAL_SECRET,
@@ -85,8 +86,20 @@ class NamespacePlan:
     collisions: tuple[Collision, ...] = ()
 
 
-def plan_namespace(namespace: str, baselines: Sequence[SecurityBaseline]) -> NamespacePlan:
-    """Layer the baselines that select a namespace (selection is done by the caller)."""
+def plan_namespace(
+    namespace: str,
+    baselines: Sequence[SecurityBaseline],
+    exceptions: Mapping[str, Sequence[ActiveException]] | None = None,
+    namespace_labels_now: Mapping[str, str] | None = None,
+) -> NamespacePlan:
+    """Layer the baselines that select a namespace (selection is done by the caller).
+
+    `exceptions` are each baseline's exceptions in force (by baseline name, see
+    policy.exceptions.active_exceptions); an exception that covers the namespace lowers
+    that baseline's own Pod Security enforce contribution before the baselines are layered,
+    so a stricter overlapping baseline still wins. `namespace_labels_now` are the
+    namespace's labels as they are (an exception's namespaceSelector reads them).
+    """
     ranked = sorted(baselines, key=_precedence)
     names = [baseline.name for baseline in ranked]
     if len(set(names)) != len(names):
@@ -98,7 +111,12 @@ def plan_namespace(namespace: str, baselines: Sequence[SecurityBaseline]) -> Nam
     return NamespacePlan(
         namespace=namespace,
         baselines=tuple(sorted(names)),
-        labels=namespace_labels(ranked),
+        labels=namespace_labels(
+            ranked,
+            exceptions=exceptions,
+            namespace=namespace,
+            namespace_labels_now=namespace_labels_now,
+        ),
         objects=tuple(sorted(objects, key=lambda item: item.ref)),
         superseded=tuple(sorted(superseded, key=lambda lost: (lost.baseline, lost.what))),
         collisions=tuple(sorted(collisions, key=lambda lost: (lost.baseline, lost.ref))),
@@ -113,20 +131,52 @@ def _precedence(baseline: SecurityBaseline) -> tuple[int, str]:
 # ----------------------------------------------------------------------------- labels
 
 
-def namespace_labels(baselines: Sequence[SecurityBaseline]) -> dict[str, str]:
-    """The applied mark of every baseline, and the strictest Pod Security level per mode."""
+def namespace_labels(
+    baselines: Sequence[SecurityBaseline],
+    exceptions: Mapping[str, Sequence[ActiveException]] | None = None,
+    namespace: str = "",
+    namespace_labels_now: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The applied mark of every baseline, and the strictest Pod Security level per mode
+    (each baseline's enforce level relaxed first by its own exceptions in force)."""
     labels = {applied_label(baseline.name): "true" for baseline in baselines}
+    levels = {
+        baseline.name: _levels(
+            baseline,
+            (exceptions or {}).get(baseline.name, ()),
+            namespace,
+            namespace_labels_now or {},
+        )
+        for baseline in baselines
+    }
     for mode in MODES:
-        setters = [b for b in baselines if _level(b, mode) is not None]
+        setters = [b for b in baselines if level_key(mode) in levels[b.name]]
         if not setters:
             continue
         # The strictest level wins; among equal levels, precedence picks whose version counts.
-        winner = min(setters, key=lambda b: (-rank(_level(b, mode)), *_precedence(b)))
-        labels[level_key(mode)] = str(_level(winner, mode))
+        winner = min(
+            setters, key=lambda b: (-rank(levels[b.name][level_key(mode)]), *_precedence(b))
+        )
+        labels[level_key(mode)] = levels[winner.name][level_key(mode)]
         version = _version(winner, mode)
         if version is not None:
             labels[version_key(mode)] = version
     return dict(sorted(labels.items()))
+
+
+def _levels(
+    baseline: SecurityBaseline,
+    active: Sequence[ActiveException],
+    namespace: str,
+    namespace_labels_now: Mapping[str, str],
+) -> dict[str, str]:
+    """One baseline's Pod Security levels by label key, with its exceptions applied."""
+    own = {
+        level_key(mode): level for mode in MODES if (level := _level(baseline, mode)) is not None
+    }
+    if not active:
+        return own
+    return relaxed_pod_security(own, active, namespace, namespace_labels_now)
 
 
 def _level(baseline: SecurityBaseline, mode: str) -> str | None:

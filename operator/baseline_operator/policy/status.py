@@ -68,6 +68,9 @@ class BaselineFacts:
     non_compliant_workloads: Sequence[Mapping[str, Any]] = ()
     # The brake on mass removal holds this generation (the message says how to go ahead).
     removal_held: str | None = None
+    # status.exceptions: the exceptions that name it (policy.exceptions.exceptions_summary);
+    # None when none does.
+    exceptions: Mapping[str, Any] | None = None
 
 
 def build_status(
@@ -104,6 +107,8 @@ def build_status(
         for key in ("namespaces", "nonCompliant", "workloads", "nonCompliantWorkloads"):
             if key in previous:
                 status[key] = previous[key]
+        if facts.exceptions is not None:
+            status["exceptions"] = dict(facts.exceptions)
         return status
 
     outcomes = facts.outcomes
@@ -157,6 +162,8 @@ def build_status(
         status["nonCompliantWorkloads"] = [dict(item) for item in facts.non_compliant_workloads][
             :MAX_REPORTED
         ]
+    if facts.exceptions is not None:
+        status["exceptions"] = dict(facts.exceptions)
     return status
 
 

@@ -9,12 +9,20 @@ without bound in etcd.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from baseline_operator.api.status import MAX_REPORTED
-from baseline_operator.policy.checklist import ChecklistConfig, Finding, Severity, check_pod
+from baseline_operator.policy.checklist import (
+    FAIL,
+    SKIP,
+    ChecklistConfig,
+    Finding,
+    Severity,
+    Waiver,
+    check_pod,
+)
 from baseline_operator.policy.names import MANAGED_BY_KEY, MANAGED_BY_VALUE
 
 POLICY_REPORT_NAME = "baseline-operator-workloads"
@@ -64,18 +72,33 @@ def pod_essence(body: Mapping[str, Any]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class PodReport:
+    """A pod's findings: those that fail, and those an active exception waives (skip)."""
+
     namespace: str
     pod: str
     uid: str | None
     findings: tuple[Finding, ...]
 
     @property
+    def failing(self) -> tuple[Finding, ...]:
+        return tuple(finding for finding in self.findings if finding.result == FAIL)
+
+    @property
+    def skipped(self) -> tuple[Finding, ...]:
+        return tuple(finding for finding in self.findings if finding.result == SKIP)
+
+    @property
     def worst(self) -> Severity:
-        return max((finding.severity for finding in self.findings), default=Severity.LOW)
+        return max((finding.severity for finding in self.failing), default=Severity.LOW)
 
     @property
     def check_ids(self) -> list[str]:
-        return sorted({finding.check_id for finding in self.findings})
+        """The checks the pod fails (waived ones are not failures)."""
+        return sorted({finding.check_id for finding in self.failing})
+
+
+# Check id -> the exception that waives it, for a pod (by its labels).
+WaiversOf = Callable[[Mapping[str, Any]], Mapping[str, Waiver]]
 
 
 @dataclass(frozen=True)
@@ -83,50 +106,72 @@ class NamespaceWorkloads:
     """One namespace's pods judged against one baseline's checklist configuration."""
 
     pods: int
+    # Pods with at least one finding that fails.
     non_compliant: tuple[PodReport, ...] = field(default=())
+    # Pods whose every finding an active exception waives.
+    waived: tuple[PodReport, ...] = field(default=())
 
     @property
     def findings(self) -> int:
-        return sum(len(report.findings) for report in self.non_compliant)
+        """Findings that fail."""
+        return sum(len(report.failing) for report in self.non_compliant)
+
+    @property
+    def skipped(self) -> int:
+        """Findings active exceptions waive (reported as skip)."""
+        return sum(len(report.skipped) for report in (*self.non_compliant, *self.waived))
 
     def key(self) -> tuple[Any, ...]:
-        """What changing means: the pods that fail, and which checks they fail."""
+        """What changing means: the pods with findings, and each finding's result (a fail
+        turning into a skip, or back, is a change)."""
         return (
             self.pods,
-            tuple((r.pod, tuple(r.check_ids)) for r in self.non_compliant),
+            tuple(
+                (r.pod, tuple(sorted((f.check_id, f.result) for f in r.findings)))
+                for r in sorted((*self.non_compliant, *self.waived), key=lambda r: r.pod)
+            ),
         )
 
 
-def audit_pods(pods: Iterable[Mapping[str, Any]], config: ChecklistConfig) -> NamespaceWorkloads:
-    reports: list[PodReport] = []
+def audit_pods(
+    pods: Iterable[Mapping[str, Any]],
+    config: ChecklistConfig,
+    waivers: WaiversOf | None = None,
+) -> NamespaceWorkloads:
+    """Judge pods; `waivers` says, for a pod's labels, which checks active exceptions waive
+    (policy.exceptions.waivers_for)."""
+    failing: list[PodReport] = []
+    waived: list[PodReport] = []
     count = 0
     for pod in pods:
         count += 1
         metadata = pod.get("metadata") or {}
-        findings = tuple(check_pod(metadata, pod.get("spec") or {}, config))
+        waived_checks = waivers(metadata.get("labels") or {}) if waivers is not None else None
+        findings = tuple(check_pod(metadata, pod.get("spec") or {}, config, waived_checks))
         if findings:
-            reports.append(
-                PodReport(
-                    metadata.get("namespace", ""),
-                    metadata.get("name", ""),
-                    metadata.get("uid"),
-                    findings,
-                )
+            report = PodReport(
+                metadata.get("namespace", ""),
+                metadata.get("name", ""),
+                metadata.get("uid"),
+                findings,
             )
-    reports.sort(key=lambda report: report.pod)
-    return NamespaceWorkloads(count, tuple(reports))
+            (failing if report.failing else waived).append(report)
+    failing.sort(key=lambda report: report.pod)
+    waived.sort(key=lambda report: report.pod)
+    return NamespaceWorkloads(count, tuple(failing), tuple(waived))
 
 
 def workload_status(
     per_namespace: Mapping[str, NamespaceWorkloads],
 ) -> tuple[dict[str, int], list[dict[str, Any]]]:
     """status.workloads and status.nonCompliantWorkloads of a baseline (worst pods first)."""
-    totals = {"pods": 0, "nonCompliantPods": 0, "findings": 0}
+    totals = {"pods": 0, "nonCompliantPods": 0, "findings": 0, "skipped": 0}
     reports: list[PodReport] = []
     for summary in per_namespace.values():
         totals["pods"] += summary.pods
         totals["nonCompliantPods"] += len(summary.non_compliant)
         totals["findings"] += summary.findings
+        totals["skipped"] += summary.skipped
         reports.extend(summary.non_compliant)
     reports.sort(key=lambda r: (-r.worst.rank, r.namespace, r.pod))
     listed = [
@@ -148,34 +193,40 @@ def namespace_message(pods: int, reports: Sequence[PodReport]) -> str:
 def policy_report(namespace: str, per_baseline: Mapping[str, NamespaceWorkloads]) -> dict[str, Any]:
     """One bounded wgpolicyk8s.io/v1alpha2 PolicyReport for the namespace."""
     results: list[dict[str, Any]] = []
-    failing = 0
+    counts = {FAIL: 0, SKIP: 0}
     pods = 0
     for baseline, summary in sorted(per_baseline.items()):
         pods = max(pods, summary.pods)
-        for report in summary.non_compliant:
+        for report in sorted((*summary.non_compliant, *summary.waived), key=lambda r: r.pod):
             for finding in report.findings:
-                failing += 1
-                results.append(
-                    {
-                        "policy": baseline,
-                        "rule": finding.check_id,
-                        "result": "fail",
-                        "severity": finding.severity.value,
-                        "message": finding.message[:1024],
-                        "source": "baseline-operator",
-                        "scored": True,
-                        "resources": [
-                            {
-                                "apiVersion": "v1",
-                                "kind": "Pod",
-                                "namespace": namespace,
-                                "name": report.pod,
-                                **({"uid": report.uid} if report.uid else {}),
-                            }
-                        ],
+                counts[finding.result] += 1
+                result: dict[str, Any] = {
+                    "policy": baseline,
+                    "rule": finding.check_id,
+                    "result": finding.result,
+                    "severity": finding.severity.value,
+                    "message": finding.message[:1024],
+                    "source": "baseline-operator",
+                    "scored": True,
+                    "resources": [
+                        {
+                            "apiVersion": "v1",
+                            "kind": "Pod",
+                            "namespace": namespace,
+                            "name": report.pod,
+                            **({"uid": report.uid} if report.uid else {}),
+                        }
+                    ],
+                }
+                if finding.waived_by is not None:
+                    result["properties"] = {
+                        "exception": finding.waived_by.exception,
+                        "expires": finding.waived_by.expires,
                     }
-                )
-    failed_pods = len({(r["resources"][0]["name"]) for r in results})
+                results.append(result)
+    # Failures first, so that the bound never hides one behind a skip.
+    results.sort(key=lambda r: r["result"] != FAIL)
+    failed_pods = len({r["resources"][0]["name"] for r in results})
     return {
         "apiVersion": "wgpolicyk8s.io/v1alpha2",
         "kind": "PolicyReport",
@@ -186,10 +237,10 @@ def policy_report(namespace: str, per_baseline: Mapping[str, NamespaceWorkloads]
         },
         "summary": {
             "pass": max(pods - failed_pods, 0),
-            "fail": failing,
+            "fail": counts[FAIL],
             "warn": 0,
             "error": 0,
-            "skip": 0,
+            "skip": counts[SKIP],
         },
         "results": results[:MAX_POLICY_REPORT_RESULTS],
     }
