@@ -998,6 +998,41 @@ async def test_a_copied_role_binding_is_refused_or_reported_never_deleted(
             await remove_copies(tenant_kube, namespace, list(uids))
 
 
+async def test_a_forged_copy_under_a_generated_name_is_not_deleted(
+    e2e: E2E, tenant: k8s.Configuration, clients: list[KubeApi]
+) -> None:
+    """The hardest copy: a name the baseline could generate (`<baseline>-sa.<account>` for
+    an account it does not declare) and the generated binding's managedFields sent along,
+    so that the object looks written by the operator's field manager."""
+    namespace = await e2e.create_namespace("a", env="prod")
+    body = e2e.baseline_body(rbac=POSTURE["rbac"])
+    name = await e2e.create_baseline(body)
+    tenant_kube = await as_tenant(e2e, tenant, namespace, clients)
+    admins = ref_of(body, namespace, ROLE_BINDING, "admins")
+    ghost = ObjectRef(ROLE_BINDING, namespace, f"{name}-sa.ghost")
+    async with e2e.operator() as operator:
+        try:
+            await eventually(lambda: converged_on(e2e, body, [namespace]), what="convergence")
+            await operator.settled()
+            forged = copies_of(await live(e2e, admins))["forged-admins"]
+            forged["metadata"]["name"] = ghost.name
+            answer = await create(tenant_kube, ROLE_BINDING, namespace, forged)
+            assert answer.status == 201, answer.message
+            uid = answer.body["metadata"]["uid"]
+            managers = {e["manager"] for e in answer.body["metadata"].get("managedFields", [])}
+            print(f"field managers of the forged copy as stored: {sorted(managers)}")
+
+            # The operator did not make it: reported, and still there once it has looked.
+            await reports(e2e, name, "Conflicted", str(ghost))
+            await operator.settled()
+            kept = await e2e.cluster.get(ROLE_BINDING, namespace, ghost.name)
+            assert kept is not None and kept["metadata"]["uid"] == uid, (
+                f"the operator deleted the tenant's {ghost} (stored managers: {sorted(managers)})"
+            )
+        finally:
+            await remove_copies(tenant_kube, namespace, [ghost.name])
+
+
 @pytest.mark.xfail(
     strict=True,
     raises=AssertionError,
