@@ -14,8 +14,11 @@ repair is recorded, never asserted), or reported (Conflicted, with the object na
    precondition, a finalizer, a new object carrying the labels), the operator still
    works and a namespace can still be deleted;
 3. a baseline cannot hand out anything: the CRD and the ceiling policy;
-4. ownership is not a label: a copied RoleBinding is refused, or reported and kept;
-5. the brake on mass removal (not built yet);
+4. ownership is not a label: a copied RoleBinding is refused, or reported and kept
+   (also under a name the baseline generates, with the generated one's managedFields
+   sent along);
+5. a mass removal (a selector typo) is held until acknowledged; Pod Security labels
+   someone else set are neither forced nor removed;
 6. name collisions between baselines are reported, never silently dropped;
 7. registries match on a host boundary.
 
