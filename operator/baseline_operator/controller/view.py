@@ -25,6 +25,7 @@ from baseline_operator.controller.informer import Informer
 from baseline_operator.policy.diff import (
     NamespaceState,
     ObservedObject,
+    made_for,
     observe,
     observe_namespace,
 )
@@ -247,13 +248,16 @@ class ClusterView:
             if f"{APPLIED_PREFIX}{baseline}" in state.labels:
                 remains.append(f"label on namespace {name}")
             if include_objects:
+                # Copies carrying its labels are not its objects: never waited for.
                 remains.extend(
                     str(ref)
                     for ref, obj in sorted(self.objects_in(name).items())
-                    if obj.owner == baseline
+                    if made_for(obj, baseline)
                 )
         remains.extend(
-            str(ref) for ref, obj in sorted(self.cluster_objects().items()) if obj.owner == baseline
+            str(ref)
+            for ref, obj in sorted(self.cluster_objects().items())
+            if made_for(obj, baseline)
         )
         return remains
 

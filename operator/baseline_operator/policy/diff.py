@@ -430,6 +430,17 @@ def diff_objects(
     return tuple(applies), tuple(deletes), tuple(conflicts)
 
 
+def made_for(current: ObservedObject, baseline: str) -> bool:
+    """An object the operator made for `baseline`: its labels say so, its managedFields show
+    the operator's writes, and its name is one the baseline generates. Only these are
+    ever rewritten or deleted as the baseline's (and waited for by its finalizer)."""
+    return (
+        current.owner == baseline
+        and _made_by_operator(current)
+        and _generates(baseline, current.ref)
+    )
+
+
 def _made_by_operator(current: ObservedObject) -> bool:
     return current.managed and current.operator_applied
 
