@@ -14,6 +14,24 @@ SPEC = {"networkPolicy": {"defaultDeny": ["Ingress"]}, "podSecurity": {"enforce"
 TEAMS = [f"team-{index}" for index in range(6)]
 
 
+async def _ready_reason(cluster: Cluster, reason: str) -> None:
+    async def reached() -> bool:
+        return (await cluster.condition("prod", "Ready")).get("reason") == reason
+
+    await eventually(reached)
+
+
+async def _acknowledge(cluster: Cluster) -> None:
+    """Someone who means it says so, for the current generation."""
+    stored = await cluster.get(SECURITY_BASELINE, None, "prod")
+    assert stored is not None
+    generation = str(stored["metadata"]["generation"])
+    annotations = {ACKNOWLEDGE_REMOVAL: generation}
+    await cluster.merge_patch(
+        SECURITY_BASELINE, None, "prod", {"metadata": {"annotations": annotations}}
+    )
+
+
 async def _held_everywhere(cluster: Cluster) -> None:
     """Every namespace still holds the posture, and the baseline says why."""
     ready = await cluster.condition("prod", "Ready")
@@ -31,30 +49,16 @@ async def test_a_selector_typo_is_held_until_acknowledged(cluster: Cluster) -> N
     body = baseline(**SPEC)
     await cluster.create_baseline(body)
     async with running_operator(cluster) as operator:
-
-        async def converged() -> bool:
-            return (await cluster.condition("prod", "Ready")).get("reason") == "Converged"
-
-        await eventually(converged)
+        await _ready_reason(cluster, "Converged")
         typo = copy.deepcopy(body["spec"])
         typo["namespaceSelector"] = {"matchLabels": {"env": "prdo"}}
         await cluster.merge_patch(SECURITY_BASELINE, None, "prod", {"spec": typo})
 
-        async def held() -> bool:
-            return (await cluster.condition("prod", "Ready")).get("reason") == "RemovalHeld"
-
-        await eventually(held)
+        await _ready_reason(cluster, "RemovalHeld")
         await operator.settled()
         await _held_everywhere(cluster)
 
-        # Someone who means it says so, for this generation.
-        generation = (await cluster.get(SECURITY_BASELINE, None, "prod"))["metadata"]["generation"]
-        await cluster.merge_patch(
-            SECURITY_BASELINE,
-            None,
-            "prod",
-            {"metadata": {"annotations": {ACKNOWLEDGE_REMOVAL: str(generation)}}},
-        )
+        await _acknowledge(cluster)
 
         async def removed() -> bool:
             for team in TEAMS:
@@ -72,27 +76,14 @@ async def test_a_deletion_that_would_strip_every_namespace_waits(cluster: Cluste
         await cluster.create_namespace(team, env="prod")
     await cluster.create_baseline(baseline(**SPEC))
     async with running_operator(cluster):
-
-        async def converged() -> bool:
-            return (await cluster.condition("prod", "Ready")).get("reason") == "Converged"
-
-        await eventually(converged)
+        await _ready_reason(cluster, "Converged")
         await cluster.delete(SECURITY_BASELINE, None, "prod")
 
-        async def held() -> bool:
-            return (await cluster.condition("prod", "Ready")).get("reason") == "RemovalHeld"
-
-        await eventually(held)
+        await _ready_reason(cluster, "RemovalHeld")
         await _held_everywhere(cluster)
         assert await cluster.get(SECURITY_BASELINE, None, "prod") is not None  # the finalizer
 
-        generation = (await cluster.get(SECURITY_BASELINE, None, "prod"))["metadata"]["generation"]
-        await cluster.merge_patch(
-            SECURITY_BASELINE,
-            None,
-            "prod",
-            {"metadata": {"annotations": {ACKNOWLEDGE_REMOVAL: str(generation)}}},
-        )
+        await _acknowledge(cluster)
 
         async def gone() -> bool:
             return await cluster.get(SECURITY_BASELINE, None, "prod") is None
@@ -108,11 +99,7 @@ async def test_a_few_namespaces_leaving_is_no_mass_removal(cluster: Cluster) -> 
         await cluster.create_namespace(team, env="prod")
     await cluster.create_baseline(baseline(**SPEC))
     async with running_operator(cluster):
-
-        async def converged() -> bool:
-            return (await cluster.condition("prod", "Ready")).get("reason") == "Converged"
-
-        await eventually(converged)
+        await _ready_reason(cluster, "Converged")
         # Two of six leave (a third): below the share, removed at once.
         for team in TEAMS[:2]:
             await cluster.merge_patch(
