@@ -1089,17 +1089,6 @@ async def test_a_copy_left_behind_by_a_leaving_namespace_is_still_reported(
             await remove_copies(tenant_kube, namespace, [copied.name])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "a copy carrying a baseline's labels blocks the baseline's deletion for ever: the "
-        "finalizer waits on ClusterView.remains_of, which counts every object whose labels "
-        "name the baseline, including copies the operator will never delete (not its apply "
-        "in managedFields, or not a name it generates); kopf retries 'cleanup still under "
-        "way: RoleBinding <ns>/copied-admins' every 5s until someone deletes the copy"
-    ),
-)
 async def test_a_copy_does_not_block_the_deletion_of_its_baseline(
     e2e: E2E, tenant: k8s.Configuration, clients: list[KubeApi]
 ) -> None:
