@@ -360,9 +360,11 @@ class KubeApi:
         accept: str = "application/json",
     ) -> Response:
         for attempt in range(self.retry.attempts):
-            if method != "GET" and self.may_write is not None and not self.may_write():
-                raise ApiError(0, "Fenced", f"{method} {path}: not the leader now; not sent")
+            self._check_fence(method, path)
             async with self._slots:
+                # Checked again once a slot is free: a write may have waited for one past
+                # the moment leadership came into doubt.
+                self._check_fence(method, path)
                 failure, retry_after, response = await self._send(
                     method, path, query, body, content_type, accept
                 )
@@ -382,6 +384,10 @@ class KubeApi:
             )
             await asyncio.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _check_fence(self, method: str, path: str) -> None:
+        if method != "GET" and self.may_write is not None and not self.may_write():
+            raise ApiError(0, "Fenced", f"{method} {path}: not the leader now; not sent")
 
     async def get_text(self, path: str, query: Sequence[tuple[str, str]] = ()) -> str:
         """A GET whose answer is text (e.g. /metrics)."""
