@@ -425,16 +425,18 @@ def _token_configuration(admin: k8s.Configuration, token: str) -> k8s.Configurat
 
 
 async def _install_crd(kube: KubeApi) -> None:
-    body = yaml.safe_load(CRD_FILE.read_text())
-    answer = await server_side_apply(kube, CRD_KIND, body)
-    assert answer.status in (200, 201), f"installing the CRD failed: {answer.message}"
+    # The SecurityBaseline CRD and, next to it, the BaselineException CRD.
+    for path in (CRD_FILE, CRD_FILE.with_name("baselineexceptions.security.baseline.dev.yaml")):
+        body = yaml.safe_load(path.read_text())
+        answer = await server_side_apply(kube, CRD_KIND, body)
+        assert answer.status in (200, 201), f"installing the CRD failed: {answer.message}"
 
-    async def established() -> bool:
-        crd = await kube.request("GET", object_path(CRD_KIND, None, body["metadata"]["name"]))
-        conditions = (crd.body.get("status") or {}).get("conditions") or []
-        return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
+        async def established(name: str = body["metadata"]["name"]) -> bool:
+            crd = await kube.request("GET", object_path(CRD_KIND, None, name))
+            conditions = (crd.body.get("status") or {}).get("conditions") or []
+            return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
 
-    await eventually(established, what="the CRD being Established")
+        await eventually(established, what=f"the CRD {path.name} being Established")
 
 
 async def _prepare_operator_identity(kube: KubeApi, prefix: str, namespace: str) -> str:

@@ -192,9 +192,10 @@ class Informer(Generic[E]):
         self.stats.lists += 1
         self.served = True
         old, self._store = self._store, fresh
-        for namespace in set(old) | set(fresh):
+        # In a stable order (sets iterate in an order that varies from run to run).
+        for namespace in sorted(set(old) | set(fresh)):
             before, now = old.get(namespace, {}), fresh.get(namespace, {})
-            for name in set(before) | set(now):
+            for name in sorted(set(before) | set(now)):
                 previous, current = before.get(name), now.get(name)
                 if previous is not None and current is not None and previous[1] == current[1]:
                     continue

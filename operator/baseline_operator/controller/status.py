@@ -275,8 +275,15 @@ def _comparable(status: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _with_removals(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> dict[str, Any]:
-    """A merge patch that also removes status fields the new status no longer has."""
-    patch: dict[str, Any] = dict(wanted)
+    """A merge patch that also removes status fields the new status no longer has (at any
+    depth: a merge patch merges nested objects, so a field left out is not removed)."""
+    patch: dict[str, Any] = {}
+    for key, value in wanted.items():
+        old = current.get(key)
+        if isinstance(value, Mapping) and isinstance(old, Mapping):
+            patch[key] = _with_removals(old, value)
+        else:
+            patch[key] = value
     for key in current:
         if key not in wanted and not key.startswith("kopf"):
             patch[key] = None
