@@ -1036,17 +1036,6 @@ async def test_a_forged_copy_under_a_generated_name_is_not_deleted(
             await remove_copies(tenant_kube, namespace, [ghost.name])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "a copy carrying a baseline's labels in a namespace the baseline no longer selects "
-        "is kept (right) but reported nowhere: diff_namespace returns it as a Conflict of "
-        "the baseline, but the namespace reconciler records outcomes only for baselines "
-        "that select the namespace, so the status goes to Ready=True NoNamespacesSelected, "
-        "Conflicted=False NoConflicts, and no Event names the copy"
-    ),
-)
 async def test_a_copy_left_behind_by_a_leaving_namespace_is_still_reported(
     e2e: E2E, tenant: k8s.Configuration, clients: list[KubeApi]
 ) -> None:
@@ -1074,10 +1063,12 @@ async def test_a_copy_left_behind_by_a_leaving_namespace_is_still_reported(
 
             status = await eventually(status_after_leaving, what="the status after leaving")
             conflicted = next(c for c in status["conditions"] if c["type"] == "Conflicted")
+            # Events about a namespace (a cluster-scoped object) are stored in `default`.
             events = [
                 event
-                for event in await e2e.cluster.list(EVENT, namespace)
+                for event in await e2e.cluster.list(EVENT, "default")
                 if event.get("reason") == "Conflict"
+                and (event.get("involvedObject") or {}).get("name") == namespace
                 and str(copied) in event.get("message", "")
                 and event["metadata"]["creationTimestamp"] >= left_at
             ]

@@ -54,6 +54,12 @@ class BaselineEntry:
 
     @property
     def removal_acknowledged_now(self) -> bool:
+        if self.removal_acknowledged is None:
+            return False
+        if self.deleting:
+            # Deleting a custom resource raises its generation: an acknowledgement written
+            # before the deletion names the one before.
+            return self.removal_acknowledged in (self.generation, self.generation - 1)
         return self.removal_acknowledged == self.generation
 
     @property

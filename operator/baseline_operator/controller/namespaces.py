@@ -18,6 +18,7 @@ import structlog
 from baseline_operator.api.resource import SecurityBaseline
 from baseline_operator.controller.baselines import BaselineEntry
 from baseline_operator.controller.brake import RemovalBrake
+from baseline_operator.controller.events import WARNING
 from baseline_operator.controller.keys import namespace_key
 from baseline_operator.controller.status import StatusKeeper, shortened
 from baseline_operator.controller.view import ClusterView
@@ -63,6 +64,9 @@ class NamespaceReconciler:
 
     # The enforce level last raised in each namespace, and the API server's warnings then.
     _raised: dict[str, tuple[str | None, tuple[str, ...]]] = field(default_factory=dict)
+    # Conflicts of baselines that no longer select a namespace (a copy of their objects
+    # left there), already posted as an Event: no status reports them.
+    _orphan_conflicts: dict[str, frozenset[str]] = field(default_factory=dict)
     # Pod Security previews by namespace and the labels they were made for.
     _previews: dict[str, tuple[tuple[tuple[str, str], ...], tuple[str, ...]]] = field(
         default_factory=dict
@@ -73,6 +77,7 @@ class NamespaceReconciler:
     def forget(self, name: str) -> None:
         """Drop everything kept for a namespace that is gone."""
         self._raised.pop(name, None)
+        self._orphan_conflicts.pop(name, None)
         self._previews.pop(name, None)
         self.reconciled.pop(name, None)
         self.view.forget_namespace(name)
@@ -80,7 +85,12 @@ class NamespaceReconciler:
 
     def kept_namespaces(self) -> int:
         """How many namespaces have per-namespace state here (a leak check)."""
-        return len(set(self._raised) | set(self._previews) | set(self.reconciled))
+        return len(
+            set(self._raised)
+            | set(self._previews)
+            | set(self.reconciled)
+            | set(self._orphan_conflicts)
+        )
 
     async def reconcile(self, name: str) -> None:
         state = self.view.namespace(name)
@@ -167,6 +177,7 @@ class NamespaceReconciler:
                 failed=len(failures),
             )
         await self.status.report_namespace(state, changes, failures, results)
+        await self._report_orphan_conflicts(state, changes, results)
         self.status.record(name, results)
         if any(f.kind is FailureKind.REFUSED for f in failures.values()):
             raise RetryLater(f"namespace {name}: {len(reported)} writes failed")
@@ -180,6 +191,26 @@ class NamespaceReconciler:
             for baseline in baselines
             if (found := self.view.active_exceptions(baseline.name))
         }
+
+    async def _report_orphan_conflicts(
+        self, state: NamespaceState, changes: NamespaceChanges, results: Mapping[str, Outcome]
+    ) -> None:
+        """A conflict of a baseline that no longer selects the namespace (a copy carrying its
+        labels, left alone) has no status to go to: it is posted once on the namespace."""
+        messages = frozenset(
+            f"baseline {c.baseline}: {c.message}"
+            for c in changes.conflicts
+            if c.baseline is not None and c.baseline not in results
+        )
+        posted = self._orphan_conflicts.get(state.name, frozenset())
+        for message in sorted(messages - posted):
+            await self.status.events.on_namespace(
+                state.name, state.uid, WARNING, "Conflict", message
+            )
+        if messages:
+            self._orphan_conflicts[state.name] = messages
+        else:
+            self._orphan_conflicts.pop(state.name, None)
 
     async def _execute(
         self, state: NamespaceState, changes: NamespaceChanges
