@@ -335,10 +335,10 @@ def role_bodies(root: Path, namespace: str, account_namespace: str) -> list[dict
     return bodies
 
 
-async def delete_baselines(cluster: Cluster, names: Iterable[str], limit: float) -> None:
+async def delete_baselines(cluster: Cluster, names: Iterable[str], limit: float | None) -> None:
     """Delete baselines meaning it (their removal acknowledged against the brake on mass
     removal, before the deletion and again after it: a deletion moves the generation) and
-    wait until their finalizers are done."""
+    wait until their finalizers are done (unless `limit` is None)."""
     names = list(names)
 
     async def acknowledge(name: str) -> None:
@@ -357,6 +357,8 @@ async def delete_baselines(cluster: Cluster, names: Iterable[str], limit: float)
         await acknowledge(name)
         await cluster.delete(SECURITY_BASELINE, None, name)
         await acknowledge(name)
+    if limit is None:
+        return
     deadline = time.monotonic() + limit
     while any([await cluster.get(SECURITY_BASELINE, None, name) for name in names]):
         if time.monotonic() > deadline:
