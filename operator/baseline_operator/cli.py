@@ -280,6 +280,12 @@ def audit(
     help="Hold a Lease so that only one replica acts.",
 )
 @click.option(
+    "--metrics-address",
+    default="0.0.0.0:8081",
+    show_default=True,
+    help="Serve Prometheus metrics at http://ADDRESS/metrics (empty: not served).",
+)
+@click.option(
     "--request-budget",
     type=click.IntRange(min=1, max=256),
     default=None,
@@ -308,6 +314,7 @@ def run(
     leader_election: bool,
     request_budget: int | None,
     username: str | None,
+    metrics_address: str,
     eso_username: str,
 ) -> None:
     """Run the operator against the current kubeconfig or in-cluster config."""
@@ -321,6 +328,7 @@ def run(
         resync_seconds=resync_seconds,
         workers=workers,
         request_budget=request_budget or max(8, workers * 2),
+        metrics_address=metrics_address,
         leader_election=leader_election,
         workload_audit=workload_audit,
         username=username,

@@ -84,9 +84,7 @@ class RemovalBrake:
             return None
         return HeldRemoval(entry.generation, removing, holding)
 
-    def _removes(
-        self, entry: BaselineEntry, namespace: str, labels: Mapping[str, str]
-    ) -> bool:
+    def _removes(self, entry: BaselineEntry, namespace: str, labels: Mapping[str, str]) -> bool:
         baseline = entry.baseline
         if entry.deleting or baseline is None:
             return True

@@ -19,6 +19,7 @@ import structlog
 
 from baseline_operator.controller.handlers import build_registry
 from baseline_operator.controller.leader import LeaderElector
+from baseline_operator.controller.metrics import OperatorMetrics
 from baseline_operator.controller.options import OperatorOptions
 from baseline_operator.kube.client import ApiError, KubeApi, RetryPolicy
 from baseline_operator.kube.config import (
@@ -120,6 +121,7 @@ async def operate(
     stop_flag: asyncio.Event | None = None,
     ready_flag: asyncio.Event | None = None,
     memo: kopf.Memo | None = None,
+    metrics: OperatorMetrics | None = None,
 ) -> None:
     """Run the operator until `stop_flag` is set (or a signal arrives).
 
@@ -135,6 +137,7 @@ async def operate(
     memo = memo if memo is not None else kopf.Memo()
     memo.kube = kube
     memo.options = options
+    memo.metrics = metrics
     await kopf.operator(
         registry=registry,
         memo=memo,
@@ -151,12 +154,15 @@ async def operator_in_process(
     kube: KubeApi,
     connection: Callable[[], kopf.ConnectionInfo],
     options: OperatorOptions,
+    metrics: OperatorMetrics | None = None,
 ) -> AsyncIterator[kopf.Memo]:
     """The operator running in this event loop until the block ends (demo, tests,
     benchmarks); the memo it yields shows the running operator (`memo.runtime`)."""
     memo = kopf.Memo()
     stop = asyncio.Event()
-    task = asyncio.create_task(operate(kube, connection, options, stop_flag=stop, memo=memo))
+    task = asyncio.create_task(
+        operate(kube, connection, options, stop_flag=stop, memo=memo, metrics=metrics)
+    )
     try:
         yield memo
     finally:
@@ -176,6 +182,16 @@ def run_operator(options: OperatorOptions) -> int:
 
 async def _run(configuration: Any, options: OperatorOptions) -> int:
     kube = KubeApi(endpoint_of(configuration), budget=options.request_budget)
+    metrics = OperatorMetrics()
+    kube.on_request = metrics.on_request
+    served: aiohttp.web.AppRunner | None = None
+    if options.metrics_address:
+        # Every replica serves metrics, the standby too (baseline_operator_leader says 0).
+        host, _, port = options.metrics_address.rpartition(":")
+        try:
+            served = await metrics.serve(host or "0.0.0.0", int(port))
+        except (OSError, ValueError) as exc:  # the operator's work matters more than its metrics
+            log.error("metrics not served", address=options.metrics_address, error=str(exc))
     if options.username is None:
         # Tamper protection lets exactly this user through: the ServiceAccount token's
         # subject in a pod, else whoever the API server says the operator is.
@@ -202,11 +218,17 @@ async def _run(configuration: Any, options: OperatorOptions) -> int:
         # no write of the operator's leaves this process; the elector then sets `stop`.
         kube.may_write = elector.may_write
         holder = asyncio.create_task(elector.hold(stop), name="leader-lease")
+    metrics.leader = True
     try:
-        await operate(kube, lambda: connection_info(configuration), options, stop_flag=stop)
+        await operate(
+            kube, lambda: connection_info(configuration), options, stop_flag=stop, metrics=metrics
+        )
     finally:
+        metrics.leader = False
         if holder is not None:
             holder.cancel()
+        if served is not None:
+            await served.cleanup()
         await kube.close()
     # Stopping because leadership was lost is a failure: the pod restarts and waits its turn.
     return 1 if options.leader_election and stop.is_set() else 0

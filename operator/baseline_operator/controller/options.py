@@ -27,6 +27,8 @@ class OperatorOptions:
     workload_audit: bool = True
     leader_election: bool = True
     liveness: str | None = None
+    # Where Prometheus metrics are served (host:port); empty: not served.
+    metrics_address: str = ""
     verbosity: int = 0
     # The brake on mass removal: a generation that would remove a baseline's posture from
     # more than this share of the namespaces holding it (and at least `minimum` of them)

@@ -26,6 +26,8 @@ class WorkQueue:
     # Whether to keep a key's bookkeeping after a successful run (False for a key about
     # something that is gone, e.g. a deleted namespace): nothing grows without bound.
     retain: Callable[[Hashable], bool] = lambda _: True
+    # Told of every unit of work done: its key, how long it took, and whether it failed.
+    observe: Callable[[Hashable, float, bool], None] = lambda key, seconds, failed: None
 
     _ready: asyncio.Queue[Hashable] = field(default_factory=asyncio.Queue, init=False)
     _waiting: set[Hashable] = field(default_factory=set, init=False)  # queued or delayed
@@ -40,6 +42,8 @@ class WorkQueue:
     _tasks: list[asyncio.Task[None]] = field(default_factory=list, init=False)
     _timers: set[asyncio.TimerHandle] = field(default_factory=set, init=False)
     _delayed: set[Hashable] = field(default_factory=set, init=False)
+    # When each waiting key was queued (for the age of the oldest; dropped when it runs).
+    _since: dict[Hashable, float] = field(default_factory=dict, init=False)
 
     def start(self) -> None:
         self._tasks = [
@@ -84,6 +88,7 @@ class WorkQueue:
             self._again.add(key)
         elif key not in self._waiting:
             self._waiting.add(key)
+            self._since[key] = asyncio.get_running_loop().time()
             self._ready.put_nowait(key)
 
     @property
@@ -105,13 +110,16 @@ class WorkQueue:
         while True:
             key = await self._ready.get()
             self._waiting.discard(key)
+            self._since.pop(key, None)
             self._active.add(key)
             seen = self._added.get(key, 0)
+            started = asyncio.get_running_loop().time()
             try:
                 await self.process(key)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a failed key must not stop the worker
+                self.observe(key, asyncio.get_running_loop().time() - started, True)
                 failures = self._failures.get(key, 0) + 1
                 self._failures[key] = failures
                 delay = min(0.5 * 2 ** (failures - 1), self.max_backoff)
@@ -127,6 +135,7 @@ class WorkQueue:
                 continue
             else:
                 self._failures.pop(key, None)
+                self.observe(key, asyncio.get_running_loop().time() - started, False)
             finally:
                 self._ready.task_done()
             self._active.discard(key)
@@ -139,6 +148,17 @@ class WorkQueue:
                     self._added.pop(key, None)
                     self._done.pop(key, None)
                 self._changed.notify_all()
+
+    @property
+    def depth(self) -> int:
+        """Keys waiting or being worked on."""
+        return len(self._waiting | self._active)
+
+    def oldest_age(self) -> float:
+        """How long the key that has waited longest has waited (0 when none waits)."""
+        if not self._since:
+            return 0.0
+        return asyncio.get_running_loop().time() - min(self._since.values())
 
     def tracked(self) -> int:
         """How many keys the queue keeps bookkeeping for (a leak check)."""

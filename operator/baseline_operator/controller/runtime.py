@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import Counter
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -38,6 +39,7 @@ from baseline_operator.controller.keys import (
     status_key,
     workloads_key,
 )
+from baseline_operator.controller.metrics import MetricSamples, OperatorMetrics
 from baseline_operator.controller.namespaces import NamespaceReconciler
 from baseline_operator.controller.options import OperatorOptions
 from baseline_operator.controller.queue import WorkQueue
@@ -64,7 +66,8 @@ from baseline_operator.policy.objects import (
     Body,
 )
 from baseline_operator.policy.select import selects
-from baseline_operator.policy.workloads import pod_essence, workload_status
+from baseline_operator.policy.status import Result
+from baseline_operator.policy.workloads import NamespaceWorkloads, pod_essence, workload_status
 
 log = structlog.get_logger(__name__)
 
@@ -94,6 +97,8 @@ class Runtime:
     # The one clock exceptions are judged by (and status times stamped with); tests replace
     # it and call `self.exceptions.wake()`.
     clock: Callable[[], datetime] = utc_now
+    # Prometheus metrics of this process, if served (controller/metrics.py).
+    metrics: OperatorMetrics | None = None
 
     def __post_init__(self) -> None:
         kube, options = self.kube, self.options
@@ -136,7 +141,14 @@ class Runtime:
             clock=time.monotonic,
             exceptions_informer=self.exception_informer,
         )
-        self.queue = WorkQueue(self._process, workers=options.workers, retain=self._retain)
+        self.queue = WorkQueue(
+            self._process,
+            workers=options.workers,
+            retain=self._retain,
+            observe=self.metrics.on_work if self.metrics else lambda key, seconds, failed: None,
+        )
+        if self.metrics is not None:
+            self.metrics.watch(self.metric_samples)
         events = EventRecorder(kube, options.instance)
         writer = Writer(kube, self.view)
         self.brake = RemovalBrake(
@@ -430,6 +442,51 @@ class Runtime:
         return self.view.remains_of(name, include_objects=not orphan)
 
     # ------------------------------------------------------------------ introspection
+
+    def metric_samples(self) -> MetricSamples | None:
+        """The states Prometheus reads (controller/metrics.py), once the caches are synced."""
+        if not self.ready.is_set():
+            return None
+        informers = {
+            informer.kind.plural + ("/default" if informer is self.default_accounts else ""): (
+                informer.stats.watch_restarts,
+                informer.stats.relists_after_gone,
+                len(informer),
+            )
+            for informer in [*self._core_informers(), *([self.pods] if self.pods else [])]
+        }
+        namespaces: dict[str, dict[str, int]] = {}
+        for name in self.view.baselines():
+            outcomes = self.status.outcomes_of(name)
+            states = {"selected": len(outcomes)}
+            for result in Result:
+                states[result.value.lower()] = 0
+            for outcome in outcomes.values():
+                states[outcome.result.value.lower()] += 1
+            namespaces[name] = states
+        findings: Counter[str] = Counter()
+        pods = 0
+        per_namespace: dict[str, NamespaceWorkloads] = {}
+        for summaries in self.auditor.summaries.values():
+            for namespace, summary in summaries.items():
+                # Every baseline sees the same pods there; the widest configuration counts.
+                if (
+                    namespace not in per_namespace
+                    or summary.findings > per_namespace[namespace].findings
+                ):
+                    per_namespace[namespace] = summary
+        for summary in per_namespace.values():
+            pods += summary.pods
+            for report in summary.non_compliant:
+                findings.update(finding.check_id for finding in report.failing)
+        return MetricSamples(
+            queue_depth=self.queue.depth,
+            queue_oldest_age=self.queue.oldest_age(),
+            informers=informers,
+            namespaces=namespaces,
+            pods_audited=pods,
+            findings=dict(findings),
+        )
 
     def kept_per_namespace(self) -> dict[str, int]:
         """Sizes of everything kept per namespace (for leak checks in tests)."""

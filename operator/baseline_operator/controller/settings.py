@@ -38,7 +38,7 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
     settings.peering.standalone = True
     settings.execution.max_workers = 2
 
-    memo.runtime = Runtime(kube=memo.kube, options=options)
+    memo.runtime = Runtime(kube=memo.kube, options=options, metrics=getattr(memo, "metrics", None))
     memo.runtime.start()
 
 
