@@ -28,6 +28,7 @@ def exposed_names() -> set[str]:
             namespaces={"prod": {"selected": 1, "compliant": 1}},
             pods_audited=2,
             findings={"run-as-non-root": 1},
+            exceptions={"prod": (1, 3600.0)},
         )
     )
     text = metrics.exposition().decode()

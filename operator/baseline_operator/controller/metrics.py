@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import aiohttp.web
@@ -60,6 +60,8 @@ class MetricSamples:
     pods_audited: int
     # check id -> findings (failing), across baselines' configurations, worst per namespace
     findings: dict[str, int]
+    # baseline -> (active exceptions, seconds until the next of them expires, or None)
+    exceptions: dict[str, tuple[int, float | None]] = field(default_factory=dict)
 
 
 class OperatorMetrics:
@@ -220,3 +222,19 @@ class _StateCollector(Collector):
         for check, count in sorted(samples.findings.items()):
             findings.add_metric([check], count)
         yield findings
+        active = GaugeMetricFamily(
+            f"{PREFIX}_exceptions_active",
+            "BaselineExceptions in force, by the baseline they relax.",
+            labels=["baseline"],
+        )
+        expiry = GaugeMetricFamily(
+            f"{PREFIX}_exception_next_expiry_seconds",
+            "Seconds until the next active exception of a baseline expires.",
+            labels=["baseline"],
+        )
+        for baseline, (count, seconds) in sorted(samples.exceptions.items()):
+            active.add_metric([baseline], count)
+            if seconds is not None:
+                expiry.add_metric([baseline], seconds)
+        yield active
+        yield expiry

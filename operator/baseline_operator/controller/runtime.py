@@ -18,7 +18,7 @@ from typing import Any
 
 import structlog
 
-from baseline_operator.api.exception import format_time
+from baseline_operator.api.exception import format_time, parse_time
 from baseline_operator.api.kinds import BASELINE_EXCEPTION
 from baseline_operator.controller.baselines import BaselineEntry, baseline_entry
 from baseline_operator.controller.brake import RemovalBrake
@@ -479,7 +479,17 @@ class Runtime:
             pods += summary.pods
             for report in summary.non_compliant:
                 findings.update(finding.check_id for finding in report.failing)
+        exceptions: dict[str, tuple[int, float | None]] = {}
+        now = self.clock()
+        for name in self.view.baselines():
+            counted = self.exceptions.summary_of(name)
+            if counted is None:
+                continue
+            expiry = counted.get("nextExpiry")
+            seconds = (parse_time(expiry) - now).total_seconds() if expiry else None
+            exceptions[name] = (int(counted.get("active", 0)), seconds)
         return MetricSamples(
+            exceptions=exceptions,
             queue_depth=self.queue.depth,
             queue_oldest_age=self.queue.oldest_age(),
             informers=informers,
