@@ -829,6 +829,21 @@ class ScaleRun:
         operator.start()
         return operator
 
+    async def profile(
+        self, operator: OperatorProcess, name: str
+    ) -> asyncio.subprocess.Process | None:
+        """With --profile: py-spy samples the operator (without pausing it) for a while."""
+        if not self.args.profile:
+            return None
+        spy = Path(sys.executable).parent / "py-spy"
+        output = Path(self.args.profile) / f"{name}-{self.count}.txt"
+        command = [str(spy), "record", "--nonblocking", "--format", "raw", "--rate", "50"]
+        command += ["--duration", str(self.args.profile_seconds), "--pid", str(operator.pid)]
+        command += ["-o", str(output)]
+        return await asyncio.create_subprocess_exec(
+            *command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+
     async def window(self) -> tuple[Counter[Series], Counter[Series]]:
         """The server's write counts and the benchmark's own, at the start of a phase."""
         return await write_counts(self.kube), Counter(self.bench.own)
@@ -932,9 +947,12 @@ class ScaleRun:
         await asyncio.sleep(2)
         start = await self.window()
         operator = self.new_operator()
+        profiler = await self.profile(operator, "fresh-install")
         limit = min(3600.0, 20 * self.floor_seconds + 120)
         last = await self.tracker.all_served(self.names, limit, "fresh install")
         converged = last - operator.started_at
+        if profiler is not None:
+            await profiler.wait()
         settle = await operator.settled(limit=600)
         writes = await self.writes_since(start)
         self.results["fresh_install"] = {
@@ -1263,6 +1281,10 @@ def main() -> int:
     parser.add_argument("--pods", type=int, default=10000, help="0: no pod phase")
     parser.add_argument("--at-rest", type=int, default=50, help="namespaces and repairs")
     parser.add_argument("--json", default=None, help="also write the results here")
+    parser.add_argument(
+        "--profile", default=None, help="a directory: py-spy samples the fresh install there"
+    )
+    parser.add_argument("--profile-seconds", type=int, default=60)
     parser.add_argument("--send-floor", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.send_floor:
