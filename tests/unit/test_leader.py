@@ -11,7 +11,12 @@ from typing import Any
 
 import pytest
 
-from baseline_operator.controller.leader import LeaderElector, claim, format_time
+from baseline_operator.controller.leader import (
+    LeaderElector,
+    LeaseContended,
+    claim,
+    format_time,
+)
 from baseline_operator.kube.client import ApiError, Endpoint, KubeApi
 from baseline_operator.policy.objects import LEASE, Kind, ObjectRef
 
@@ -340,6 +345,56 @@ async def test_a_flaky_api_server_does_not_cost_the_lease(store: LeaseStore, clo
     with pytest.raises(asyncio.CancelledError):
         await holding
     assert len(store.writes) > 10
+
+
+async def test_a_renewal_that_lands_late_is_not_taken_for_a_rival(
+    store: LeaseStore, clock: Clock
+) -> None:
+    """A renewal cut short on the client may still reach the server after the next one
+    read the Lease: that one meets a Conflict, which is no sign of another leader."""
+    leader = elector(store, clock, "a")
+    assert await leader.try_lead()
+    assert store.lease is not None
+    original_get = store.get
+
+    async def get_then_earlier_write_lands(ref: ObjectRef) -> dict[str, Any] | None:
+        seen = await original_get(ref)
+        store.get = original_get  # type: ignore[method-assign]
+        assert store.lease is not None
+        store._store(store.lease)  # our own earlier renewal, landing late
+        return seen
+
+    store.get = get_then_earlier_write_lands  # type: ignore[method-assign]
+    with pytest.raises(LeaseContended):
+        await leader.try_lead()
+    assert leader.may_write()
+    lost = asyncio.Event()
+    holding = asyncio.create_task(leader.hold(lost))
+    while clock.now < 1030:
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert leader.may_write() and not lost.is_set()
+        clock.now += 0.05
+    holding.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await holding
+
+
+async def test_a_conflict_while_waiting_means_another_replica_won(
+    store: LeaseStore, clock: Clock
+) -> None:
+    first, second = elector(store, clock, "a"), elector(store, clock, "b")
+    original_get = store.get
+
+    async def get_then_rival_creates(ref: ObjectRef) -> dict[str, Any] | None:
+        seen = await original_get(ref)
+        store.get = original_get  # type: ignore[method-assign]
+        assert await first.try_lead()
+        return seen
+
+    store.get = get_then_rival_creates  # type: ignore[method-assign]
+    assert not await second.try_lead()  # AlreadyExists: lost the race, not an error
+    assert first.may_write() and not second.may_write()
 
 
 async def test_the_fence_keeps_writes_from_leaving_the_client(clock: Clock) -> None:

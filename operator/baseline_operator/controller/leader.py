@@ -106,6 +106,10 @@ def claim(
     }
 
 
+class LeaseContended(Exception):
+    """A renewal met a Lease changed since it was read; whose change it was is not known."""
+
+
 def _utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -196,9 +200,13 @@ class LeaderElector:
                 body["metadata"]["resourceVersion"] = lease["metadata"]["resourceVersion"]
                 answer = await self.kube.replace(self.ref, body)
         except ApiError as exc:
-            if exc.conflict or exc.already_exists:  # another replica wrote first
-                return False
-            raise
+            if not (exc.conflict or exc.already_exists):
+                raise
+            if self._valid_until is not None and not self._stepped_down:
+                # Leading, this proves nothing: an earlier renewal of ours, cut short here
+                # but still on its way, may have landed first. Look again (soon).
+                raise LeaseContended(f"lease {LEASE_NAME} changed under a renewal") from exc
+            return False  # another replica wrote first
         if not self._stepped_down:
             self._valid_until = started + self.deadline
         self._unchanged_for(answer)
@@ -292,7 +300,7 @@ class LeaderElector:
                         continue
                     self.step_down("leadership taken by another replica")
                     break
-                except (ApiError, TimeoutError) as exc:
+                except (ApiError, LeaseContended, TimeoutError) as exc:
                     log.warning(
                         "lease renewal failed",
                         error=str(exc),
