@@ -134,6 +134,7 @@ def alive(operators: OperatorProcesses, process: OperatorProcess) -> None:
         raise AssertionError(f"the operator exited ({process.exit_code}):\n{operators.logs()}")
 
 
+@pytest.mark.timeout(120 + NAMESPACES * 0.5)
 async def test_kill_9_mid_rollout_and_mid_cleanup(
     e2e: E2E, audit: AuditLog, operators: OperatorProcesses
 ) -> None:
