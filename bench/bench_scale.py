@@ -46,12 +46,14 @@ import argparse
 import asyncio
 import contextlib
 import copy
+import functools
 import json
 import os
 import platform
 import re
 import secrets
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -662,6 +664,21 @@ def _operator_command() -> list[str]:
     return [sys.executable, "-c", "from baseline_operator.cli import main; main()"]
 
 
+@functools.cache
+def _serves_metrics() -> bool:
+    """Whether this operator has a metrics endpoint to place."""
+    command = [*_operator_command(), "run", "--help"]
+    answer = subprocess.run(command, capture_output=True, text=True, check=False)
+    return "--metrics-address" in answer.stdout
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
 @dataclass
 class OperatorProcess:
     cluster: Cluster
@@ -680,6 +697,9 @@ class OperatorProcess:
         ]
         if self.cluster.username:
             command += ["--username", self.cluster.username]
+        if _serves_metrics():
+            # As deployed (metrics on), on a free loopback port: others may hold the default.
+            command += ["--metrics-address", f"127.0.0.1:{_free_port()}"]
         environment = {**os.environ, "KUBECONFIG": str(self.cluster.kubeconfig)}
         self.started_at = time.time()
         with self.log.open("ab") as log:
