@@ -15,12 +15,14 @@ from baseline_operator.policy.objects import (
     NAMESPACE,
     NAMESPACED_KINDS,
     NETWORK_POLICY,
+    POLICY_REPORT,
     ROLE_BINDING,
     SECURITY_BASELINE,
     SERVICE_ACCOUNT,
     VALIDATING_ADMISSION_POLICY,
     ObjectRef,
 )
+from baseline_operator.policy.workloads import POLICY_REPORT_NAME
 from tests.support.cluster import (
     FULL_SPEC,
     Cluster,
@@ -74,8 +76,12 @@ async def test_a_new_namespace_gets_every_object_with_one_write_each(cluster: Cl
         assert default_sa is not None
         assert default_sa["automountServiceAccountToken"] is False
 
-        # the test's own: the namespace
-        new_writes = [w for w in cluster.writes()[before:] if w.path != "/api/v1/namespaces"]
+        # the test's own: the namespace; the PolicyReport is the namespace's report, not posture
+        new_writes = [
+            w
+            for w in cluster.writes()[before:]
+            if w.path != "/api/v1/namespaces" and "/policyreports/" not in w.path
+        ]
         # one create per generated object; the default ServiceAccount's field and the labels
         # by server-side apply
         assert len(new_writes) == len(wanted) + 2, [w.path for w in new_writes]
@@ -298,10 +304,19 @@ async def test_audit_mode_writes_nothing_and_reports(cluster: Cluster) -> None:
 
         await eventually(audited)
         await operator.settled()
-        # Nothing in namespaces or their objects; only the test's own creation of the baseline
-        # and kopf's bookkeeping (finalizer, last-handled configuration) on the baseline itself.
-        writes = [w for w in cluster.writes()[before:] if "/securitybaselines" not in w.path]
+        # Nothing in namespaces or their objects; only the test's own creation of the baseline,
+        # kopf's bookkeeping (finalizer, last-handled configuration) on the baseline itself,
+        # and the namespace's PolicyReport, which reports the audit (skip, what would change).
+        writes = [
+            w
+            for w in cluster.writes()[before:]
+            if "/securitybaselines" not in w.path and "/policyreports/" not in w.path
+        ]
         assert writes == []
+        report = await cluster.get(POLICY_REPORT, "team-a", POLICY_REPORT_NAME)
+        assert report is not None
+        (audit,) = [r for r in report["results"] if r.get("category") == "posture"]
+        assert (audit["rule"], audit["result"]) == ("audit-mode", "skip")
         status = await cluster.status("prod")
         assert status["namespaces"]["drifted"] == 1
         report = status["nonCompliant"][0]

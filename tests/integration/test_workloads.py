@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from baseline_operator.policy.objects import EVENT, POD, POLICY_REPORT
+from baseline_operator.policy.objects import EVENT, NETWORK_POLICY, POD, POLICY_REPORT
 from baseline_operator.policy.workloads import POLICY_REPORT_NAME
 from tests.support.cluster import Cluster, baseline, eventually, running_operator
 from tests.support.pods import pod
@@ -27,6 +27,56 @@ async def workload_events(cluster: Cluster, namespace: str) -> list[dict[str, An
         for event in await cluster.list(EVENT, "default")
         if event["involvedObject"]["name"] == namespace and event["reason"] == "WorkloadFindings"
     ]
+
+
+async def test_the_posture_is_reported_control_by_control(cluster: Cluster) -> None:
+    """Without workloadAudit too: one result per control, pass or fail with the reason."""
+    spec = {
+        "podSecurity": {"enforce": "restricted", "warn": "restricted"},
+        "networkPolicy": {"defaultDeny": ["Ingress", "Egress"], "allowDNS": True},
+        "rbac": {
+            "defaultServiceAccount": {"automountServiceAccountToken": False},
+            "viewers": [{"kind": "Group", "name": "team"}],
+        },
+    }
+    await cluster.create_namespace("team-a", env="prod")
+    # Someone else's object holds the name of the DNS allow rule.
+    await cluster.kube.create(
+        NETWORK_POLICY,
+        "team-a",
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": "prod-allow-dns", "namespace": "team-a"},
+            "spec": {"podSelector": {}},
+        },
+    )
+    async with running_operator(cluster) as operator:
+        await cluster.create_baseline(baseline(**spec))
+
+        async def written() -> dict[str, Any] | None:
+            return await cluster.get(POLICY_REPORT, "team-a", POLICY_REPORT_NAME)
+
+        await eventually(lambda: _truthy(written()))
+        await operator.settled()
+        report = await written()
+        assert report is not None
+        results = {
+            (r["rule"], r.get("resources", [{}])[0].get("name")): r for r in report["results"]
+        }
+        assert results[("pod-security-enforce", None)]["result"] == "pass"
+        assert results[("network-policy", "prod-default-deny")]["result"] == "pass"
+        dns = results[("network-policy", "prod-allow-dns")]
+        assert dns["result"] == "fail"
+        assert "was not made by baseline-operator" in dns["message"]
+        assert results[("rbac-binding", "prod-viewers")]["result"] == "pass"
+        assert results[("default-service-account-token", "default")]["result"] == "pass"
+        assert report["summary"]["fail"] == 1
+        assert report["results"][0]["result"] == "fail"  # failures first
+
+
+async def _truthy(value: Any) -> bool:
+    return bool(await value)
 
 
 async def test_pods_are_judged_and_reported(cluster: Cluster) -> None:
@@ -51,10 +101,14 @@ async def test_pods_are_judged_and_reported(cluster: Cluster) -> None:
 
         report = await cluster.get(POLICY_REPORT, "team-a", POLICY_REPORT_NAME)
         assert report is not None
-        rules = {result["rule"] for result in report["results"]}
+        findings = [r for r in report["results"] if r.get("category") != "posture"]
+        rules = {result["rule"] for result in findings}
         assert "privileged" in rules
-        assert all(result["resources"][0]["name"] == "bad" for result in report["results"])
-        assert report["summary"]["fail"] == len(report["results"])
+        assert all(result["resources"][0]["name"] == "bad" for result in findings)
+        # The posture's controls come too (policy.controls): here the admission policies.
+        posture = [r for r in report["results"] if r.get("category") == "posture"]
+        assert {r["rule"]: r["result"] for r in posture} == {"admission-policies": "pass"}
+        assert report["summary"]["fail"] == len(findings)
         # the first look after a start is no news: no Event yet
         assert await workload_events(cluster, "team-a") == []
 
@@ -68,7 +122,7 @@ async def test_pods_are_judged_and_reported(cluster: Cluster) -> None:
         assert event["message"] == "all 1 pods pass the hardening checks"
         report = await cluster.get(POLICY_REPORT, "team-a", POLICY_REPORT_NAME)
         assert report is not None
-        assert report["results"] == []
+        assert [r for r in report["results"] if r.get("category") != "posture"] == []
 
 
 async def test_workloads_at_rest_cost_nothing(cluster: Cluster) -> None:
@@ -104,6 +158,7 @@ async def test_without_the_policy_report_crd_nothing_breaks(cluster: Cluster) ->
 
         await eventually(reported)
         await operator.settled()
-        assert operator.runtime.auditor.reports_served is False
+        assert not operator.runtime.view.served(POLICY_REPORT)
+        assert not any("wgpolicyk8s.io" in w.path for w in cluster.writes())
         ready = await cluster.condition("prod", "Ready")
         assert ready["status"] == "True"

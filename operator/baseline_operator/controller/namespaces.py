@@ -19,11 +19,12 @@ from baseline_operator.api.resource import SecurityBaseline
 from baseline_operator.controller.baselines import BaselineEntry
 from baseline_operator.controller.brake import RemovalBrake
 from baseline_operator.controller.events import WARNING
-from baseline_operator.controller.keys import namespace_key
+from baseline_operator.controller.keys import namespace_key, workloads_key
 from baseline_operator.controller.status import StatusKeeper, shortened
 from baseline_operator.controller.view import ClusterView
 from baseline_operator.controller.writer import FailureKind, WriteFailure, Writer
 from baseline_operator.kube.client import ApiError, KubeApi
+from baseline_operator.policy.controls import ControlResult, audit_results, control_results
 from baseline_operator.policy.diff import (
     ApplyReason,
     NamespaceChanges,
@@ -36,7 +37,7 @@ from baseline_operator.policy.diff import (
 from baseline_operator.policy.exceptions import ActiveException
 from baseline_operator.policy.layering import NamespacePlan, plan_namespace
 from baseline_operator.policy.names import APPLIED_PREFIX
-from baseline_operator.policy.objects import NAMESPACE, ObjectRef
+from baseline_operator.policy.objects import NAMESPACE, POLICY_REPORT, ObjectRef
 from baseline_operator.policy.podsecurity import PSA_PREFIX, enforce_raised, level_key
 from baseline_operator.policy.select import selects
 from baseline_operator.policy.status import Outcome, Result
@@ -64,6 +65,9 @@ class NamespaceReconciler:
 
     # The enforce level last raised in each namespace, and the API server's warnings then.
     _raised: dict[str, tuple[str | None, tuple[str, ...]]] = field(default_factory=dict)
+    # The posture of each namespace as controls (for its PolicyReport), kept only while the
+    # PolicyReport kind is served.
+    _controls: dict[str, tuple[ControlResult, ...]] = field(default_factory=dict)
     # Conflicts of baselines that no longer select a namespace (a copy of their objects
     # left there), already posted as an Event: no status reports them.
     _orphan_conflicts: dict[str, frozenset[str]] = field(default_factory=dict)
@@ -78,6 +82,7 @@ class NamespaceReconciler:
         """Drop everything kept for a namespace that is gone."""
         self._raised.pop(name, None)
         self._orphan_conflicts.pop(name, None)
+        self._controls.pop(name, None)
         self._previews.pop(name, None)
         self.reconciled.pop(name, None)
         self.view.forget_namespace(name)
@@ -90,6 +95,7 @@ class NamespaceReconciler:
             | set(self._previews)
             | set(self.reconciled)
             | set(self._orphan_conflicts)
+            | set(self._controls)
         )
 
     async def reconcile(self, name: str) -> None:
@@ -150,6 +156,7 @@ class NamespaceReconciler:
             return
         reported = {ref: f for ref, f in failures.items() if f.reported}
 
+        psa_held = pod_security_held_by_others(plan.labels, state)
         results: dict[str, Outcome] = {}
         for baseline in enforce:
             results[baseline.name] = _enforce_outcome(
@@ -159,7 +166,7 @@ class NamespaceReconciler:
                 changes,
                 reported,
                 preview,
-                pod_security_held_by_others(plan.labels, state),
+                psa_held,
             )
         for entry in selecting.values():
             if entry.audit_mode and entry.baseline is not None:
@@ -177,6 +184,9 @@ class NamespaceReconciler:
                 failed=len(failures),
             )
         await self.status.report_namespace(state, changes, failures, results)
+        self._record_controls(
+            name, plan, changes, reported, results, psa_held, selecting, owners, state.labels
+        )
         await self._report_orphan_conflicts(state, changes, results)
         self.status.record(name, results)
         if any(f.kind is FailureKind.REFUSED for f in failures.values()):
@@ -191,6 +201,82 @@ class NamespaceReconciler:
             for baseline in baselines
             if (found := self.view.active_exceptions(baseline.name))
         }
+
+    def controls_of(self, namespace: str) -> tuple[ControlResult, ...] | None:
+        """The namespace's controls; None until it has been reconciled (or where the
+        PolicyReport kind is not served)."""
+        return self._controls.get(namespace)
+
+    def _record_controls(
+        self,
+        namespace: str,
+        plan: NamespacePlan,
+        changes: NamespaceChanges,
+        failures: Mapping[ObjectRef, WriteFailure],
+        results: Mapping[str, Outcome],
+        psa_held: Sequence[str],
+        selecting: Mapping[str, BaselineEntry],
+        owners: Mapping[str, OwnerState],
+        labels: Mapping[str, str],
+    ) -> None:
+        """The namespace's controls after this pass; its PolicyReport is rewritten when they
+        change (and only where the PolicyReport kind is served)."""
+        if not self.view.served(POLICY_REPORT):
+            self._controls.pop(namespace, None)
+            return
+        if any(
+            owner.frozen and f"{APPLIED_PREFIX}{name}" in labels for name, owner in owners.items()
+        ) or any(
+            key.startswith(APPLIED_PREFIX) and key.removeprefix(APPLIED_PREFIX) not in owners
+            for key in labels
+        ):
+            # A baseline the operator cannot judge now (invalid, or unknown) applies here:
+            # its report stays as it is, like everything else of it (the last controls known
+            # are kept; with none known, the report is not written at all).
+            return
+        problems = {ref: failure.message for ref, failure in failures.items()}
+        for conflict in changes.conflicts:
+            problems.setdefault(conflict.ref, conflict.message)
+        controls: list[ControlResult] = []
+        for name, outcome in sorted(results.items()):
+            entry = selecting.get(name)
+            if entry is None or entry.baseline is None:
+                continue
+            if entry.audit_mode:
+                controls += audit_results(name, outcome.message, outcome.result is Result.COMPLIANT)
+                continue
+            spec = entry.baseline.spec
+            token = spec.rbac is not None and spec.rbac.default_service_account is not None
+            objects = [
+                item
+                for item in plan.objects
+                if item.baseline == name or (item.baseline is None and token)
+            ]
+            pod_security = {}
+            if spec.pod_security is not None:
+                for mode in ("enforce", "audit", "warn"):
+                    level = getattr(spec.pod_security, mode)
+                    if level is not None:
+                        pod_security[mode] = str(getattr(level, "value", level))
+            held = [s.message for s in plan.superseded if s.baseline == name]
+            held += [c.message for c in plan.collisions if c.baseline == name]
+            controls += control_results(
+                name,
+                objects,
+                pod_security,
+                problems,
+                held,
+                psa_held,
+                self.status.cluster_problems.get(name),
+                has_admission=bool(
+                    (spec.admission is not None and spec.admission.any_rule)
+                    or spec.protect_generated_objects
+                ),
+            )
+        frozen = tuple(controls)
+        if self._controls.get(namespace) != frozen:
+            self._controls[namespace] = frozen
+            self.enqueue(workloads_key(namespace), 0.0)
 
     async def _report_orphan_conflicts(
         self, state: NamespaceState, changes: NamespaceChanges, results: Mapping[str, Outcome]

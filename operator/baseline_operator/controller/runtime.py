@@ -199,6 +199,7 @@ class Runtime:
             events=events,
             enqueue_status=lambda name: self._enqueue(status_key(name), STATUS_DEBOUNCE),
             operator_namespace=options.namespace,
+            controls_of=self.namespace_reconciler.controls_of,
         )
         self._triggers: dict[str, tuple[Any, ...]] = {}
         self._resync: asyncio.Task[None] | None = None

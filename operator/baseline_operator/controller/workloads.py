@@ -10,7 +10,7 @@ namespace.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +20,7 @@ from baseline_operator.controller.events import NORMAL, WARNING, EventRecorder
 from baseline_operator.controller.view import ClusterView
 from baseline_operator.kube.client import ApiError, KubeApi
 from baseline_operator.policy.checklist import ChecklistConfig, Waiver
+from baseline_operator.policy.controls import ControlResult
 from baseline_operator.policy.diff import in_sync, with_desired_hash
 from baseline_operator.policy.exceptions import waivers_for
 from baseline_operator.policy.objects import POLICY_REPORT, DesiredObject, ObjectRef
@@ -43,6 +44,9 @@ class WorkloadAuditor:
     events: EventRecorder
     enqueue_status: Callable[[str], None]
     operator_namespace: str
+    # The namespace's posture as controls (from its last reconcile), merged into its report.
+    # None until the namespace has been reconciled: no report is written before then.
+    controls_of: Callable[[str], Sequence[ControlResult] | None] = lambda _: ()
 
     # baseline -> namespace -> what its pods get wrong
     summaries: dict[str, dict[str, NamespaceWorkloads]] = field(default_factory=dict)
@@ -120,13 +124,18 @@ class WorkloadAuditor:
     async def _write_policy_report(
         self, namespace: str, results: dict[str, NamespaceWorkloads]
     ) -> None:
-        if self.reports_served is False:
-            return
+        if self.reports_served is False or not self.view.served(POLICY_REPORT):
+            return  # the kind is not served: no request to find that out again
+        known = self.controls_of(namespace)
+        if known is None:
+            return  # its reconcile has not run yet; it queues this namespace again when done
         ref = ObjectRef(POLICY_REPORT, namespace, POLICY_REPORT_NAME)
         current = self.view.objects_of(POLICY_REPORT, namespace).get(ref)
+        controls = [control.wire(namespace) for control in known]
         try:
-            if results:
-                desired = DesiredObject(ref, policy_report(namespace, results), None)
+            if results or controls:
+                report = policy_report(namespace, results, controls)
+                desired = DesiredObject(ref, report, None)
                 if current is None or not in_sync(current, desired):
                     answer = await self.kube.apply(with_desired_hash(desired))
                     self.view.wrote(ref, answer.body)
@@ -139,7 +148,7 @@ class WorkloadAuditor:
                 return
             log.warning("policy report not written", namespace=namespace, error=str(exc))
             return
-        if results:
+        if results or controls:
             self.reports_served = True
 
     def forget(self, baseline: str) -> None:

@@ -190,8 +190,13 @@ def namespace_message(pods: int, reports: Sequence[PodReport]) -> str:
     return f"{len(reports)} of {pods} pods fail hardening checks: {shown}{more}"
 
 
-def policy_report(namespace: str, per_baseline: Mapping[str, NamespaceWorkloads]) -> dict[str, Any]:
-    """One bounded wgpolicyk8s.io/v1alpha2 PolicyReport for the namespace."""
+def policy_report(
+    namespace: str,
+    per_baseline: Mapping[str, NamespaceWorkloads],
+    controls: Sequence[Mapping[str, Any]] = (),
+) -> dict[str, Any]:
+    """One bounded wgpolicyk8s.io/v1alpha2 PolicyReport for the namespace: the posture's
+    controls (policy.controls) and the workload findings."""
     results: list[dict[str, Any]] = []
     counts = {FAIL: 0, SKIP: 0}
     pods = 0
@@ -224,9 +229,18 @@ def policy_report(namespace: str, per_baseline: Mapping[str, NamespaceWorkloads]
                         "expires": finding.waived_by.expires,
                     }
                 results.append(result)
-    # Failures first, so that the bound never hides one behind a skip.
-    results.sort(key=lambda r: r["result"] != FAIL)
     failed_pods = len({r["resources"][0]["name"] for r in results})
+    passed_controls = 0
+    for control in controls:
+        results.append(dict(control))
+        if control["result"] == FAIL:
+            counts[FAIL] += 1
+        elif control["result"] == SKIP:
+            counts[SKIP] += 1
+        else:
+            passed_controls += 1
+    # Failures first, so that the bound never hides one behind a skip or a pass.
+    results.sort(key=lambda r: {FAIL: 0, SKIP: 2}.get(r["result"], 1))
     return {
         "apiVersion": "wgpolicyk8s.io/v1alpha2",
         "kind": "PolicyReport",
@@ -236,7 +250,7 @@ def policy_report(namespace: str, per_baseline: Mapping[str, NamespaceWorkloads]
             "labels": {MANAGED_BY_KEY: MANAGED_BY_VALUE},
         },
         "summary": {
-            "pass": max(pods - failed_pods, 0),
+            "pass": max(pods - failed_pods, 0) + passed_controls,
             "fail": counts[FAIL],
             "warn": 0,
             "error": 0,
