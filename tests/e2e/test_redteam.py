@@ -647,10 +647,15 @@ async def test_tamper_protection_cannot_be_walked_around(
             {"spec": {"rbac": changed["spec"]["rbac"], "resources": changed["spec"]["resources"]}},
         )
         await eventually(lambda: converged_on(e2e, changed, [namespace]), what="the change")
-        admins = await live(e2e, ref_of(body, namespace, ROLE_BINDING, "admins"))
-        assert [s["name"] for s in admins["subjects"]] == ["alice", "bob"]
-        quota = await live(e2e, ref_of(body, namespace, RESOURCE_QUOTA, "quota"))
-        assert quota["spec"]["hard"] == {"pods": "20"}
+
+        async def changed_everywhere() -> bool:
+            # Each object is written on its own: wait for both, not the first.
+            admins = await live(e2e, ref_of(body, namespace, ROLE_BINDING, "admins"))
+            quota = await live(e2e, ref_of(body, namespace, RESOURCE_QUOTA, "quota"))
+            subjects = [subject["name"] for subject in admins["subjects"]]
+            return subjects == ["alice", "bob"] and quota["spec"]["hard"] == {"pods": "20"}
+
+        await eventually(changed_everywhere, what="the change in both objects")
         record_timing("protected objects: baseline change to applied", time.monotonic() - started)
 
         # Deleting the namespace is never blocked (the namespace controller is exempt).

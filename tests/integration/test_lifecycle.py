@@ -80,7 +80,9 @@ async def test_a_new_namespace_gets_every_object_with_one_write_each(cluster: Cl
         new_writes = [
             w
             for w in cluster.writes()[before:]
-            if w.path != "/api/v1/namespaces" and "/policyreports/" not in w.path
+            if w.path != "/api/v1/namespaces"
+            and "/policyreports/" not in w.path
+            and "/securitybaselines/" not in w.path  # kopf's own bookkeeping, if it lags
         ]
         # one create per generated object; the default ServiceAccount's field and the labels
         # by server-side apply
