@@ -605,8 +605,8 @@ def test_liveness_probe_asks_the_endpoint_the_operator_serves() -> None:
 def test_resources_are_requested_and_memory_is_limited() -> None:
     (container,) = _pod_spec()["containers"]
     assert container["resources"] == {
-        "requests": {"cpu": "100m", "memory": "128Mi"},
-        "limits": {"memory": "256Mi"},
+        "requests": {"cpu": "100m", "memory": "256Mi"},
+        "limits": {"memory": "512Mi"},
     }
 
 

@@ -64,7 +64,9 @@ class ClusterView:
     found_for: float = 300.0
     clock: Callable[[], float] = lambda: 0.0
 
-    _pending: dict[ObjectRef, _Pending] = field(default_factory=dict, init=False)
+    # By the namespace a write was in (a Namespace's own writes under its name), so that
+    # reading one namespace never scans the writes of all the others.
+    _pending: dict[str, dict[ObjectRef, _Pending]] = field(default_factory=dict, init=False)
     _found: dict[str, dict[ObjectRef, _Found]] = field(default_factory=dict, init=False)
     # Baselines whose finalizer runs: treated as deleted before the watch shows it.
     _leaving: set[str] = field(default_factory=set, init=False)
@@ -173,7 +175,7 @@ class ClusterView:
 
     def version_of(self, ref: ObjectRef) -> str | None:
         """The resourceVersion of an object as last known (a recent write's answer first)."""
-        pending = self._pending.get(ref)
+        pending = self._pending.get(_bucket(ref), {}).get(ref)
         watched = self._watched_version(ref)
         if pending is not None and watched == pending.stale_version:
             entry = pending.entry
@@ -201,7 +203,7 @@ class ClusterView:
         if answer is None:
             if before is None:
                 return  # nothing watched to hide
-            self._pending[ref] = _Pending(before, None)
+            self._pending.setdefault(_bucket(ref), {})[ref] = _Pending(before, None)
             return
         version = str((answer.get("metadata") or {}).get("resourceVersion") or "")
         if version and version == before:
@@ -209,7 +211,7 @@ class ClusterView:
         entry: Entry = (
             observe_namespace(answer, FIELD_MANAGER) if ref.kind == NAMESPACE else observe(answer)
         )
-        self._pending[ref] = _Pending(before, entry)
+        self._pending.setdefault(_bucket(ref), {})[ref] = _Pending(before, entry)
 
     def found(self, observed: ObservedObject) -> None:
         """An object of others where the operator wanted to create one, as just read."""
@@ -223,15 +225,10 @@ class ClusterView:
     def forget_namespace(self, namespace: str) -> None:
         """Drop everything kept for a namespace that is gone."""
         self._found.pop(namespace, None)
-        for ref in [
-            ref
-            for ref in self._pending
-            if ref.namespace == namespace or (ref.kind == NAMESPACE and ref.name == namespace)
-        ]:
-            del self._pending[ref]
+        self._pending.pop(namespace, None)
 
     def pending_writes(self) -> int:
-        return len(self._pending)
+        return sum(len(writes) for writes in self._pending.values())
 
     def found_objects(self) -> int:
         return sum(len(found) for found in self._found.values())
@@ -281,7 +278,7 @@ class ClusterView:
         kinds: Iterable[Kind] | None = None,
     ) -> None:
         wanted = set(kinds) if kinds is not None else None
-        for ref in [r for r in self._pending if (r.namespace or "") == namespace]:
+        for ref in list(self._pending.get(namespace, {})):
             if ref.kind == NAMESPACE or (wanted is not None and ref.kind not in wanted):
                 continue
             overridden, entry = self._resolve(ref, self._watched_version(ref))
@@ -294,12 +291,15 @@ class ClusterView:
 
     def _resolve(self, ref: ObjectRef, watched_version: str | None) -> tuple[bool, Entry | None]:
         """(True, entry-or-None) while a recent write beats the watch; (False, None) after."""
-        pending = self._pending.get(ref)
+        writes = self._pending.get(_bucket(ref), {})
+        pending = writes.get(ref)
         if pending is None:
             return False, None
         if watched_version == pending.stale_version:
             return True, pending.entry
-        del self._pending[ref]  # the watch has moved on: it is the truth again
+        del writes[ref]  # the watch has moved on: it is the truth again
+        if not writes:
+            self._pending.pop(_bucket(ref), None)
         return False, None
 
     def _watched_version(self, ref: ObjectRef) -> str | None:
@@ -318,3 +318,8 @@ class ClusterView:
             found.pop(ref, None)
             if not found:
                 self._found.pop(ref.namespace or "", None)
+
+
+def _bucket(ref: ObjectRef) -> str:
+    """Where a write is kept: its namespace; a Namespace's own under its name."""
+    return ref.name if ref.kind == NAMESPACE else (ref.namespace or "")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import time
 
 import kopf
 from kubernetes import client as k8s
@@ -39,15 +40,27 @@ def configuration_for(url: str) -> k8s.Configuration:
     return configuration
 
 
+# How long a read bearer token is used before it is read again (a rotated in-cluster token
+# is valid for an hour at least; the kubelet rotates it well before it expires).
+TOKEN_REREAD = 60.0
+
+
 def endpoint_of(
     configuration: k8s.Configuration, headers: dict[str, str] | None = None
 ) -> Endpoint:
     """The operator's client settings from a loaded kubeconfig or in-cluster configuration."""
 
+    cached: list[tuple[float, str | None]] = []
+
     def authorization() -> str | None:
-        # Calls the configuration's refresh hook: a rotated in-cluster token is re-read.
-        value = configuration.get_api_key_with_prefix("BearerToken", alias="authorization")
-        return str(value) if value else None
+        # Read again at most every TOKEN_REREAD seconds (the configuration's refresh hook
+        # re-reads a rotated in-cluster token, and re-parses the kubeconfig: too costly to do
+        # per request).
+        now = time.monotonic()
+        if not cached or now - cached[0][0] > TOKEN_REREAD:
+            value = configuration.get_api_key_with_prefix("BearerToken", alias="authorization")
+            cached[:] = [(now, str(value) if value else None)]
+        return cached[0][1]
 
     return Endpoint(
         server=configuration.host,
