@@ -319,9 +319,7 @@ def managed_fields(applied: Mapping[str, Mapping[str, Any]]) -> list[dict[str, A
     ]
 
 
-def with_update_entry(
-    body: Body, current: Mapping[str, Any] | None, manager: str | None
-) -> Body:
+def with_update_entry(body: Body, current: Mapping[str, Any] | None, manager: str | None) -> Body:
     """Stands in for managedFields on a create, replace or patch: the writer's Update entry
     next to what others already own (a real server names a client with no fieldManager
     after its user agent)."""

@@ -136,9 +136,7 @@ async def demo(count: int, out: TextIO) -> int:
         started = loop.time()
         progress = Progress(kube, names, say, started, loop.time)
         try:
-            async with operator_in_process(
-                kube, lambda: kopf.ConnectionInfo(server=url), options
-            ):
+            async with operator_in_process(kube, lambda: kopf.ConnectionInfo(server=url), options):
                 say("converging")
                 if not await _wait(progress.settled, TIMEOUT):
                     say(f"  not settled within {TIMEOUT:.0f}s")

@@ -49,6 +49,7 @@ class DesiredObject:
     baseline: str | None
     ownership: Ownership = Ownership.OBJECT
 
+
 __all__ = [
     "ALL_KINDS",
     "CLUSTER_KINDS",
