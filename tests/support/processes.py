@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -36,6 +37,8 @@ from baseline_operator.kube.config import USER_AGENT_ENV
 from baseline_operator.policy.objects import SECURITY_BASELINE
 from tests.support.cluster import Cluster
 
+# Set to keep the operator processes' logs (and kubeconfig) after the test.
+KEEP_LOGS_ENV = "BASELINE_E2E_KEEP_LOGS"
 # The verbs of the audit log that change something.
 WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
 
@@ -137,6 +140,8 @@ class OperatorProcesses:
             yield processes
         finally:
             processes.close()
+            if not os.environ.get(KEEP_LOGS_ENV):
+                shutil.rmtree(directory, ignore_errors=True)
 
     def start(
         self,
