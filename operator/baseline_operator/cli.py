@@ -280,6 +280,13 @@ def audit(
     help="Hold a Lease so that only one replica acts.",
 )
 @click.option(
+    "--request-timeout",
+    type=click.FloatRange(min=1, max=300),
+    default=30.0,
+    show_default=True,
+    help="Seconds one API request may take before it is given up and retried.",
+)
+@click.option(
     "--metrics-address",
     default="0.0.0.0:8081",
     show_default=True,
@@ -316,6 +323,7 @@ def run(
     username: str | None,
     metrics_address: str,
     eso_username: str,
+    request_timeout: float,
 ) -> None:
     """Run the operator against the current kubeconfig or in-cluster config."""
     from baseline_operator.controller.main import run_operator  # noqa: PLC0415
@@ -329,6 +337,7 @@ def run(
         workers=workers,
         request_budget=request_budget or max(8, workers * 2),
         metrics_address=metrics_address,
+        request_timeout=request_timeout,
         leader_election=leader_election,
         workload_audit=workload_audit,
         username=username,

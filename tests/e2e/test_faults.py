@@ -77,6 +77,10 @@ NAMESPACES = int(os.environ.get("BASELINE_E2E_FAULT_NAMESPACES", "100"))
 RESYNC = 10  # seconds (the least the CLI takes)
 # Faults cost time: answers held 31 s, backoff after 429/5xx. Generous, never asserted.
 CONVERGE_WAIT = 120.0 + NAMESPACES * 0.6
+# The operator gives up on a request after this long (--request-timeout); the proxy holds
+# its delayed answers a second longer. Short, so that the suite stays quick in CI.
+REQUEST_TIMEOUT = 5
+TIMEOUT_ARGS = ("--request-timeout", str(REQUEST_TIMEOUT))
 FOREIGN_EVERY = 10  # every tenth namespace of the faulted set holds objects of others
 
 
@@ -86,7 +90,9 @@ class Supervisor:
     def __init__(self, processes: OperatorProcesses, name: str) -> None:
         self.processes = processes
         self.name = name
-        self.process: OperatorProcess = processes.start(name, resync_seconds=RESYNC)
+        self.process: OperatorProcess = processes.start(
+            name, resync_seconds=RESYNC, extra=TIMEOUT_ARGS
+        )
         self.restarts: list[int] = []  # exit codes
 
     def check(self) -> None:
@@ -95,7 +101,9 @@ class Supervisor:
             self.restarts.append(code)
             if len(self.restarts) > 5:
                 raise AssertionError(f"the operator keeps exiting:\n{self.processes.logs()}")
-            self.process = self.processes.start(self.name, resync_seconds=RESYNC)
+            self.process = self.processes.start(
+                self.name, resync_seconds=RESYNC, extra=TIMEOUT_ARGS
+            )
 
 
 @pytest.fixture
@@ -110,7 +118,9 @@ def audit() -> AuditLog:
 
 @pytest_asyncio.fixture
 async def proxy(e2e: E2E) -> AsyncIterator[FaultProxy]:
-    running = FaultProxy(e2e.run.admin.host, e2e.run.admin.ssl_ca_cert, seed=20260)
+    running = FaultProxy(
+        e2e.run.admin.host, e2e.run.admin.ssl_ca_cert, seed=20260, delay=REQUEST_TIMEOUT + 1
+    )
     await running.start()
     try:
         yield running

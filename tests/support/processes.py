@@ -162,6 +162,8 @@ class OperatorProcesses:
             "--workers",
             str(workers),
             "--no-workload-audit",
+            "--metrics-address",
+            "",  # several operators on one machine: no port to share
             *extra,
         ]
         if self.username:

@@ -181,7 +181,11 @@ def run_operator(options: OperatorOptions) -> int:
 
 
 async def _run(configuration: Any, options: OperatorOptions) -> int:
-    kube = KubeApi(endpoint_of(configuration), budget=options.request_budget)
+    kube = KubeApi(
+        endpoint_of(configuration),
+        budget=options.request_budget,
+        timeout=options.request_timeout,
+    )
     metrics = OperatorMetrics()
     kube.on_request = metrics.on_request
     served: aiohttp.web.AppRunner | None = None

@@ -16,6 +16,8 @@ class OperatorOptions:
     # Namespaces reconciled at once, and requests in flight at once (the request budget).
     workers: int = 4
     request_budget: int = 8
+    # How long one request may take before it is given up (and retried).
+    request_timeout: float = 30.0
     # Every namespace is looked at again this often, and objects of others found where
     # the operator wanted to create one are read again.
     resync_seconds: float = 300.0
