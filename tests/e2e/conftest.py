@@ -184,6 +184,40 @@ async def server_side_apply(
     )
 
 
+def stand_in_crd(kind: Kind) -> dict[str, Any]:
+    """A schema-less CRD for a kind another project defines (ExternalSecrets, PolicyReports):
+    enough for the operator to write and read it, without installing that project."""
+    singular = kind.kind.lower()
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{kind.plural}.{kind.group}"},
+        "spec": {
+            "group": kind.group,
+            "scope": "Namespaced",
+            "names": {
+                "kind": kind.kind,
+                "plural": kind.plural,
+                "singular": singular,
+                "listKind": f"{kind.kind}List",
+            },
+            "versions": [
+                {
+                    "name": kind.version,
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "x-kubernetes-preserve-unknown-fields": True,
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
 async def served(kube: KubeApi, kind: Kind) -> bool:
     """Whether the API server serves a kind (its CRD is installed and established)."""
     answer = await attempt(kube, "GET", f"/apis/{kind.group}/{kind.version}")

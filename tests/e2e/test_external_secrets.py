@@ -18,6 +18,7 @@ from tests.e2e.conftest import (
     E2E,
     eventually,
     served,
+    stand_in_crd,
 )
 
 pytestmark = pytest.mark.e2e
@@ -32,37 +33,6 @@ SECRETS: list[dict[str, Any]] = [
 ]
 RESYNC = 3.0
 UNSERVED = "externalsecrets.external-secrets.io/v1 is not served by the API server"
-
-
-def stand_in_crd() -> dict[str, Any]:
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{EXTERNAL_SECRET.plural}.{EXTERNAL_SECRET.group}"},
-        "spec": {
-            "group": EXTERNAL_SECRET.group,
-            "scope": "Namespaced",
-            "names": {
-                "kind": EXTERNAL_SECRET.kind,
-                "plural": EXTERNAL_SECRET.plural,
-                "singular": "externalsecret",
-                "listKind": "ExternalSecretList",
-            },
-            "versions": [
-                {
-                    "name": EXTERNAL_SECRET.version,
-                    "served": True,
-                    "storage": True,
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "type": "object",
-                            "x-kubernetes-preserve-unknown-fields": True,
-                        }
-                    },
-                }
-            ],
-        },
-    }
 
 
 async def reports_unserved(e2e: E2E, name: str, namespace: str) -> None:
@@ -111,8 +81,8 @@ async def test_external_secrets_are_written_once_their_kind_is_served(e2e: E2E) 
     async with e2e.operator(resync_seconds=RESYNC):
         if not installed:
             await reports_unserved(e2e, name, namespace)
-            await e2e.kube.create(CRD_KIND, None, stand_in_crd())
-            e2e.track(CRD_KIND, stand_in_crd()["metadata"]["name"])
+            await e2e.kube.create(CRD_KIND, None, stand_in_crd(EXTERNAL_SECRET))
+            e2e.track(CRD_KIND, stand_in_crd(EXTERNAL_SECRET)["metadata"]["name"])
 
         async def written() -> dict[str, Any] | None:
             if not await served(e2e.kube, EXTERNAL_SECRET):
@@ -133,7 +103,9 @@ async def test_external_secrets_are_written_once_their_kind_is_served(e2e: E2E) 
 
         if not installed:
             # The kind goes away again (ESO uninstalled): deleting the baseline still finishes.
-            await e2e.cluster.delete(CRD_KIND, None, stand_in_crd()["metadata"]["name"])
+            await e2e.cluster.delete(
+                CRD_KIND, None, stand_in_crd(EXTERNAL_SECRET)["metadata"]["name"]
+            )
 
             async def unserved() -> bool:
                 return not await served(e2e.kube, EXTERNAL_SECRET)

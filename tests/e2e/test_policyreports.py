@@ -25,6 +25,7 @@ from tests.e2e.conftest import (
     new_kube,
     object_path,
     served,
+    stand_in_crd,
 )
 from tests.support.control_plane import TENANT_USER
 
@@ -35,43 +36,12 @@ VIEW_AGGREGATE = ROOT / "manifests/base/clusterrole-policyreports-view.yaml"
 RBAC_GROUP = "rbac.authorization.k8s.io"
 
 
-def stand_in_crd() -> dict[str, Any]:
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{POLICY_REPORT.plural}.{POLICY_REPORT.group}"},
-        "spec": {
-            "group": POLICY_REPORT.group,
-            "scope": "Namespaced",
-            "names": {
-                "kind": POLICY_REPORT.kind,
-                "plural": POLICY_REPORT.plural,
-                "singular": "policyreport",
-                "listKind": "PolicyReportList",
-            },
-            "versions": [
-                {
-                    "name": POLICY_REPORT.version,
-                    "served": True,
-                    "storage": True,
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "type": "object",
-                            "x-kubernetes-preserve-unknown-fields": True,
-                        }
-                    },
-                }
-            ],
-        },
-    }
-
-
 async def test_a_viewer_reads_the_posture_of_its_namespace(e2e: E2E) -> None:
     if e2e.run.tenant is None:
         pytest.skip(reason="needs the plain tenant user of a control plane the session started")
     if await served(e2e.kube, POLICY_REPORT):
         pytest.skip(reason="a PolicyReport CRD is installed here already; not replaced")
-    crd = stand_in_crd()
+    crd = stand_in_crd(POLICY_REPORT)
     await e2e.kube.create(CRD_KIND, None, crd)
     aggregate = yaml.safe_load(VIEW_AGGREGATE.read_text())
     aggregate["metadata"]["name"] = e2e.name("policyreports-view")
