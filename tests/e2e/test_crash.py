@@ -50,6 +50,7 @@ from tests.e2e.conftest import (
     record_timing,
 )
 from tests.support.processes import (
+    NO_AUDIT_LOG,
     AuditEvent,
     AuditLog,
     OperatorProcess,
@@ -69,10 +70,7 @@ WAIT = 60.0 + NAMESPACES * 0.3  # generous, never asserted
 @pytest.fixture
 def audit() -> AuditLog:
     if not AUDIT_LOG:
-        pytest.skip(
-            "judging requests needs the API server's audit log: only a control plane the "
-            "session starts (BASELINE_E2E_ASSETS) has one"
-        )
+        pytest.skip(reason=NO_AUDIT_LOG)
     return AuditLog(AUDIT_LOG[0]).mark()
 
 

@@ -40,6 +40,7 @@ from tests.e2e.conftest import (
     record_timing,
 )
 from tests.support.processes import (
+    NO_AUDIT_LOG,
     AuditEvent,
     AuditLog,
     OperatorProcess,
@@ -62,10 +63,7 @@ NAMESPACES = 100  # the frozen-mid-rollout case
 @pytest.fixture
 def audit() -> AuditLog:
     if not AUDIT_LOG:
-        pytest.skip(
-            "counting writes by process needs the API server's audit log: only a control "
-            "plane the session starts (BASELINE_E2E_ASSETS) has one"
-        )
+        pytest.skip(reason=NO_AUDIT_LOG)
     return AuditLog(AUDIT_LOG[0]).mark()
 
 

@@ -60,6 +60,7 @@ from tests.e2e.conftest import (
 )
 from tests.support.fault_proxy import FaultProxy
 from tests.support.processes import (
+    NO_AUDIT_LOG,
     AuditEvent,
     AuditLog,
     OperatorProcess,
@@ -109,10 +110,7 @@ class Supervisor:
 @pytest.fixture
 def audit() -> AuditLog:
     if not AUDIT_LOG:
-        pytest.skip(
-            "judging requests needs the API server's audit log: only a control plane the "
-            "session starts (BASELINE_E2E_ASSETS) has one"
-        )
+        pytest.skip(reason=NO_AUDIT_LOG)
     return AuditLog(AUDIT_LOG[0]).mark()
 
 

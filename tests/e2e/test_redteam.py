@@ -113,7 +113,7 @@ POSTURE: dict[str, Any] = {
 @pytest.fixture
 def tenant(run: Run) -> k8s.Configuration:
     if run.tenant is None:
-        pytest.skip(NO_TENANT)
+        pytest.skip(reason=NO_TENANT)
     return run.tenant
 
 

@@ -318,9 +318,7 @@ class ControlPlane:
         return "\n".join(lines)
 
 
-def _http_ok(
-    url: str, *, context: ssl.SSLContext | None = None, token: str | None = None
-) -> bool:
+def _http_ok(url: str, *, context: ssl.SSLContext | None = None, token: str | None = None) -> bool:
     request = urllib.request.Request(url)
     if token:
         request.add_header("Authorization", f"Bearer {token}")

@@ -206,6 +206,11 @@ class OperatorProcesses:
 
 # ----------------------------------------------------------------------------- audit log
 
+NO_AUDIT_LOG = (
+    "judging requests needs the API server's audit log: only a control plane the session"
+    " starts (BASELINE_E2E_ASSETS) has one"
+)
+
 
 def parse_timestamp(text: str) -> datetime:
     # RFC 3339 with microseconds, e.g. 2026-01-01T12:00:00.123456Z

@@ -138,7 +138,7 @@ def _interpreter() -> str:
         )
         if probe.returncode == 0:
             return candidate
-    pytest.skip(f"no Python >= 3.11 with venv that an unprivileged user can run: {candidates}")
+    pytest.skip(reason=f"no Python >= 3.11 with venv an unprivileged user can run: {candidates}")
 
 
 @pytest.fixture(scope="module")
