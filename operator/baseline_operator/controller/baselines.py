@@ -16,6 +16,7 @@ from baseline_operator.api.resource import (
     parse_spec,
 )
 from baseline_operator.api.spec import CleanupPolicy, Mode
+from baseline_operator.policy.render import too_many_objects
 
 # Set to a generation, it lets that generation remove the posture from more namespaces
 # than the brake allows (or lets a deletion of a baseline that holds many go ahead).
@@ -105,6 +106,8 @@ def baseline_entry(body: Mapping[str, Any]) -> BaselineEntry:
         errors = tuple(str(error) for error in exc.errors)
     except ValueError as exc:  # the name itself (the CRD normally refuses it)
         errors = (f"metadata.name: {exc}",)
+    if baseline is not None and (excess := too_many_objects(baseline)) is not None:
+        baseline, errors = None, (excess,)
     return BaselineEntry(
         name=name,
         uid=metadata.get("uid"),

@@ -19,6 +19,22 @@ from baseline_operator.policy.render_rbac import render_rbac
 from baseline_operator.policy.render_resources import render_resources
 from baseline_operator.policy.render_secrets import render_external_secrets
 
+# At most this many objects per namespace for one baseline: every list of the spec is
+# bounded by the CRD, but together they could still ask for hundreds of objects in every
+# selected namespace. A baseline above it is reported InvalidSpec and changes nothing.
+MAX_OBJECTS_PER_NAMESPACE = 100
+
+
+def too_many_objects(baseline: SecurityBaseline) -> str | None:
+    """Why a baseline asks for too many objects per namespace, or None."""
+    count = len(render_namespace_objects(baseline, "any"))
+    if count <= MAX_OBJECTS_PER_NAMESPACE:
+        return None
+    return (
+        f"spec: renders {count} objects in every selected namespace, more than"
+        f" {MAX_OBJECTS_PER_NAMESPACE}; split it into several baselines"
+    )
+
 
 def render_namespace_objects(baseline: SecurityBaseline, namespace: str) -> list[DesiredObject]:
     """NetworkPolicies, ServiceAccounts, Roles, RoleBindings, ExternalSecrets, LimitRange and
