@@ -14,8 +14,8 @@ from typing import NoReturn
 import click
 import yaml
 
-from baseline_operator.api.crd import CRD_BUILDERS, build_crds
-from baseline_operator.api.resource import KIND, InvalidBaseline
+from baseline_operator.api.crd import CRD_BUILDERS, CRD_FILES
+from baseline_operator.api.resource import InvalidBaseline
 from baseline_operator.offline.baselines import (
     InputError,
     InvalidBaselineInFile,
@@ -48,15 +48,17 @@ def main() -> None:
 @click.option(
     "--kind",
     type=click.Choice([*CRD_BUILDERS, "all"]),
-    default=KIND,
+    default="all",
     show_default=True,
-    help="Which CustomResourceDefinition; all: every one, as a multi-document YAML.",
+    help="Which CustomResourceDefinition; all: every one, in the order of their files in"
+    " crds/.",
 )
 def crd(kind: str) -> None:
-    """Print a CustomResourceDefinition (crds/ holds each one exactly as printed)."""
-    crds = build_crds() if kind == "all" else [CRD_BUILDERS[kind]()]
+    """Print the CustomResourceDefinitions. Each is one YAML document opening with `---`,
+    exactly as its file in crds/ holds it, so `cat crds/*.yaml` is what `crd` prints."""
+    kinds = sorted(CRD_BUILDERS, key=lambda name: CRD_FILES[name]) if kind == "all" else [kind]
     click.echo(
-        "---\n".join(yaml.safe_dump(item, sort_keys=False) for item in crds),
+        "".join("---\n" + yaml.safe_dump(CRD_BUILDERS[name](), sort_keys=False) for name in kinds),
         nl=False,
     )
 

@@ -99,7 +99,8 @@ def test_unreadable_input_is_one_line_and_exit_2(
 def test_crd_command_prints_the_crd() -> None:
     code, out, _ = run("crd")
     assert code == 0
-    assert yaml.safe_load(out)["kind"] == "CustomResourceDefinition"
+    kinds = [document["kind"] for document in yaml.safe_load_all(out)]
+    assert kinds == ["CustomResourceDefinition"] * 2
 
 
 def test_the_demo_embeds_the_examples_unchanged() -> None:

@@ -263,12 +263,12 @@ def test_crd_all_prints_every_crd_as_documents() -> None:
     assert result.exit_code == 0
     documents = list(yaml.safe_load_all(result.output))
     assert [d["spec"]["names"]["kind"] for d in documents] == [
+        "BaselineException",  # the order of their files in crds/
         "SecurityBaseline",
-        "BaselineException",
     ]
     for document in documents:
-        assert (CRDS / CRD_FILES[document["spec"]["names"]["kind"]]).read_text() == yaml.safe_dump(
-            document, sort_keys=False
+        assert (CRDS / CRD_FILES[document["spec"]["names"]["kind"]]).read_text() == (
+            "---\n" + yaml.safe_dump(document, sort_keys=False)
         )
 
 

@@ -341,17 +341,11 @@ CRD_FILES = {
 }
 
 
-def build_crds() -> list[Schema]:
-    """Every CRD of the operator, SecurityBaseline first."""
-    return [builder() for builder in CRD_BUILDERS.values()]
-
-
 __all__ = [
     "API_VERSION",
     "CRD_BUILDERS",
     "CRD_FILES",
     "build_crd",
-    "build_crds",
     "build_exception_crd",
     "exception_printer_columns",
     "model_schema",
