@@ -97,6 +97,7 @@ from tests.support.control_plane import (
     Credentials,
     missing_binaries,
 )
+from tests.support.processes import NO_AUDIT_LOG, AuditLog
 
 ENV = "BASELINE_E2E_KUBECONFIG"
 KUBECTL_ENV = "BASELINE_E2E_KUBECTL"
@@ -968,6 +969,15 @@ async def e2e(run: Run) -> AsyncIterator[E2E]:
         finally:
             await close(world.cluster.kube)
             await close(world.operator_side.kube)
+
+
+@pytest.fixture
+def audit(run: Run) -> AuditLog:
+    """The API server's audit log from this moment on (only a control plane the session
+    started has one)."""
+    if not AUDIT_LOG:
+        pytest.skip(reason=NO_AUDIT_LOG)
+    return AuditLog(AUDIT_LOG[0]).mark()
 
 
 @pytest_asyncio.fixture()

@@ -39,7 +39,6 @@ from baseline_operator.policy.objects import (
     SECURITY_BASELINE,
 )
 from tests.e2e.conftest import (
-    AUDIT_LOG,
     E2E,
     NAMESPACES_AND_GENERATED,
     ROOT,
@@ -50,7 +49,6 @@ from tests.e2e.conftest import (
     record_timing,
 )
 from tests.support.processes import (
-    NO_AUDIT_LOG,
     AuditEvent,
     AuditLog,
     OperatorProcess,
@@ -65,13 +63,6 @@ pytestmark = pytest.mark.e2e
 NAMESPACES = int(os.environ.get("BASELINE_E2E_CRASH_NAMESPACES", "100"))
 CONFLICTED = 3  # namespaces holding an object of others with a wanted name
 WAIT = 60.0 + NAMESPACES * 0.3  # generous, never asserted
-
-
-@pytest.fixture
-def audit() -> AuditLog:
-    if not AUDIT_LOG:
-        pytest.skip(reason=NO_AUDIT_LOG)
-    return AuditLog(AUDIT_LOG[0]).mark()
 
 
 @pytest_asyncio.fixture

@@ -29,7 +29,6 @@ from baseline_operator.policy.objects import (
     ObjectRef,
 )
 from tests.e2e.conftest import (
-    AUDIT_LOG,
     E2E,
     EVERYTHING_THE_OPERATOR_WRITES,
     ROOT,
@@ -40,7 +39,6 @@ from tests.e2e.conftest import (
     record_timing,
 )
 from tests.support.processes import (
-    NO_AUDIT_LOG,
     AuditEvent,
     AuditLog,
     OperatorProcess,
@@ -58,13 +56,6 @@ LEASE_NAME = "baseline-operator-leader"  # controller/leader.py
 # standby's start and a rollout fit well within this.
 FAILOVER_WAIT = 90.0
 NAMESPACES = 100  # the frozen-mid-rollout case
-
-
-@pytest.fixture
-def audit() -> AuditLog:
-    if not AUDIT_LOG:
-        pytest.skip(reason=NO_AUDIT_LOG)
-    return AuditLog(AUDIT_LOG[0]).mark()
 
 
 @pytest_asyncio.fixture

@@ -47,7 +47,6 @@ from baseline_operator.policy.objects import (
 )
 from baseline_operator.policy.status import MAX_REPORTED
 from tests.e2e.conftest import (
-    AUDIT_LOG,
     E2E,
     NAMESPACES_AND_GENERATED,
     NOTES,
@@ -60,7 +59,6 @@ from tests.e2e.conftest import (
 )
 from tests.support.fault_proxy import FaultProxy
 from tests.support.processes import (
-    NO_AUDIT_LOG,
     AuditEvent,
     AuditLog,
     OperatorProcess,
@@ -105,13 +103,6 @@ class Supervisor:
             self.process = self.processes.start(
                 self.name, resync_seconds=RESYNC, extra=TIMEOUT_ARGS
             )
-
-
-@pytest.fixture
-def audit() -> AuditLog:
-    if not AUDIT_LOG:
-        pytest.skip(reason=NO_AUDIT_LOG)
-    return AuditLog(AUDIT_LOG[0]).mark()
 
 
 @pytest_asyncio.fixture
