@@ -857,6 +857,7 @@ class ScaleRun:
             return None
         spy = Path(sys.executable).parent / "py-spy"
         output = Path(self.args.profile) / f"{name}-{self.count}.txt"
+        output.parent.mkdir(parents=True, exist_ok=True)
         command = [str(spy), "record", "--nonblocking", "--format", "raw", "--rate", "50"]
         command += ["--duration", str(self.args.profile_seconds), "--pid", str(operator.pid)]
         command += ["-o", str(output)]
