@@ -686,6 +686,8 @@ class OperatorProcess:
     log: Path
     process: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0  # time.time()
+    # More arguments of `baseline-operator run` (--operator-args), for experiments.
+    extra: tuple[str, ...] = ()
 
     def start(self) -> None:
         command = [
@@ -700,6 +702,7 @@ class OperatorProcess:
         if _serves_metrics():
             # As deployed (metrics on), on a free loopback port: others may hold the default.
             command += ["--metrics-address", f"127.0.0.1:{_free_port()}"]
+        command += self.extra
         environment = {**os.environ, "KUBECONFIG": str(self.cluster.kubeconfig)}
         self.started_at = time.time()
         with self.log.open("ab") as log:
@@ -844,7 +847,9 @@ class ScaleRun:
 
     def new_operator(self) -> OperatorProcess:
         log = self.workdir / f"operator-{len(self.operators)}.log"
-        operator = OperatorProcess(self.cluster, self.operator_namespace, log)
+        operator = OperatorProcess(
+            self.cluster, self.operator_namespace, log, extra=tuple(self.args.operator_args.split())
+        )
         self.operators.append(operator)
         operator.start()
         return operator
@@ -1306,6 +1311,11 @@ def main() -> int:
         "--profile", default=None, help="a directory: py-spy samples the fresh install there"
     )
     parser.add_argument("--profile-seconds", type=int, default=60)
+    parser.add_argument(
+        "--operator-args",
+        default="",
+        help="more arguments of `baseline-operator run`, e.g. '--workers 8' (default: none)",
+    )
     parser.add_argument("--send-floor", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.send_floor:

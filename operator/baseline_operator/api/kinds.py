@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from baseline_operator.api.sharing import shared_str
+
 Body = dict[str, Any]
 
 # Who the operator is in managedFields (server-side apply, creates, replaces).
@@ -94,7 +96,7 @@ def kind_of(api_version: str, kind: str) -> Kind:
     return _BY_API_VERSION_KIND[(api_version, kind)]
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class ObjectRef:
     """Where an object lives: its kind, namespace (None when cluster-scoped) and name."""
 
@@ -109,8 +111,9 @@ class ObjectRef:
     @classmethod
     def of(cls, body: Body) -> ObjectRef:
         metadata = body.get("metadata") or {}
+        namespace = metadata.get("namespace") or None
         return cls(
             kind_of(body["apiVersion"], body["kind"]),
-            metadata.get("namespace") or None,
-            metadata["name"],
+            shared_str(namespace) if namespace else None,
+            shared_str(metadata["name"]),
         )

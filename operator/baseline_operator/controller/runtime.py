@@ -411,10 +411,12 @@ class Runtime:
 
     def _on_object(self, key: Key, old: ObservedObject | None, new: ObservedObject | None) -> None:
         namespace, _ = key
+        observed = new or old
+        if observed is not None and self.view.echoes_own_write(observed.ref, new):
+            return  # the operator's own write coming back
         if namespace:
             self._enqueue(namespace_key(namespace))
             return
-        observed = new or old
         if observed is not None and observed.owner:
             self._enqueue(cluster_key(observed.owner))
 

@@ -213,6 +213,16 @@ class ClusterView:
         )
         self._pending.setdefault(_bucket(ref), {})[ref] = _Pending(before, entry)
 
+    def echoes_own_write(self, ref: ObjectRef, entry: Entry | None) -> bool:
+        """Whether a watch event shows exactly what the answer to the operator's own write
+        said (None: its delete): the view knew it already, so there is nothing new to look
+        at. A rollout's writes come back as events; without this each would queue its
+        namespace for another pass that finds nothing to do."""
+        pending = self._pending.get(_bucket(ref), {}).get(ref)
+        if pending is None:
+            return False
+        return pending.entry == entry
+
     def found(self, observed: ObservedObject) -> None:
         """An object of others where the operator wanted to create one, as just read."""
         namespace = observed.ref.namespace or ""

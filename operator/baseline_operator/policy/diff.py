@@ -31,6 +31,14 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from baseline_operator.api.sharing import (
+    EMPTY_MAPPING,
+    interned_labels,
+    shared_digests,
+    shared_keys,
+    shared_labels,
+    shared_str,
+)
 from baseline_operator.api.spec import AdoptPolicy, CleanupPolicy
 from baseline_operator.policy.names import (
     APPLIED_PREFIX,
@@ -90,26 +98,28 @@ class ObservedObject:
 
 
 def observe(body: Body) -> ObservedObject:
-    """Reduce a watched body to its compact observation."""
+    """Reduce a watched body to its compact observation (equal parts shared: api.sharing)."""
     metadata = body.get("metadata") or {}
     uid = metadata.get("uid")
     managed_fields = metadata.get("managedFields")
     managers = _managers(managed_fields)
     version = metadata.get("resourceVersion")
     finalizers = metadata.get("finalizers") or ()
-    labels = dict(metadata.get("labels") or {})
+    labels = metadata.get("labels") or {}
     kind = str(body.get("kind"))
     return ObservedObject(
         ref=ObjectRef.of(body),
         uid=uid if isinstance(uid, str) else None,
-        labels=labels,
-        essence=essence_digest(kind, body),
+        labels=shared_labels(labels),
+        essence=shared_str(essence_digest(kind, body)),
         operator_applied=FIELD_MANAGER in managers,
         other_managers=bool(managers - {FIELD_MANAGER}),
-        owned_fields=owned_top_fields(managed_fields, FIELD_MANAGER),
-        field_digests={} if is_managed(labels) else field_digests(kind, body),
+        owned_fields=shared_keys(owned_top_fields(managed_fields, FIELD_MANAGER)),
+        field_digests=(
+            EMPTY_MAPPING if is_managed(labels) else shared_digests(field_digests(kind, body))
+        ),
         resource_version=version if isinstance(version, str) else None,
-        finalizers=tuple(str(item) for item in finalizers),
+        finalizers=tuple(shared_str(str(item)) for item in finalizers) if finalizers else (),
     )
 
 
@@ -143,13 +153,14 @@ class NamespaceState:
 def observe_namespace(body: Body, manager: str) -> NamespaceState:
     metadata = body.get("metadata") or {}
     status = body.get("status") or {}
+    owned = owned_label_keys(metadata.get("managedFields"), manager)
     return NamespaceState(
-        name=metadata["name"],
+        name=shared_str(metadata["name"]),
         uid=metadata.get("uid"),
-        labels=dict(metadata.get("labels") or {}),
+        labels=interned_labels(metadata.get("labels") or {}),
         terminating=bool(metadata.get("deletionTimestamp")) or status.get("phase") == "Terminating",
-        owned_label_keys=owned_label_keys(metadata.get("managedFields"), manager),
-        others_psa_keys=_others_psa_keys(metadata.get("managedFields"), manager),
+        owned_label_keys=None if owned is None else shared_keys(owned),
+        others_psa_keys=shared_keys(_others_psa_keys(metadata.get("managedFields"), manager)),
     )
 
 
