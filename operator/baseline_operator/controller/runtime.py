@@ -48,7 +48,7 @@ from baseline_operator.controller.view import ClusterView
 from baseline_operator.controller.workloads import WorkloadAuditor
 from baseline_operator.controller.writer import Writer
 from baseline_operator.kube.client import KubeApi
-from baseline_operator.policy.diff import NamespaceState, ObservedObject, observe, observe_namespace
+from baseline_operator.policy.diff import NamespaceState, ObservedObject, observe_namespace
 from baseline_operator.policy.names import (
     FIELD_MANAGER,
     MANAGED_BY_KEY,
@@ -74,16 +74,6 @@ log = structlog.get_logger(__name__)
 # How long one finalizer attempt waits for the cleanup before kopf retries it.
 FINALIZE_WAIT = 60.0
 MANAGED_SELECTOR = f"{MANAGED_BY_KEY}={MANAGED_BY_VALUE}"
-
-
-def _managed_only(body: Body) -> ObservedObject | None:
-    # The emulator does no label filtering: the selector is checked here as well.
-    labels = (body.get("metadata") or {}).get("labels") or {}
-    return observe(body) if is_managed(labels) else None
-
-
-def _default_account(body: Body) -> ObservedObject | None:
-    return observe(body) if (body.get("metadata") or {}).get("name") == "default" else None
 
 
 def _namespace(body: Body) -> NamespaceState:
@@ -113,7 +103,7 @@ class Runtime:
             kind: Informer[ObservedObject](
                 kube,
                 kind,
-                _managed_only,
+                self._managed_only,
                 self._on_object,
                 label_selector=MANAGED_SELECTOR,
                 watch_timeout=watch,
@@ -123,7 +113,7 @@ class Runtime:
         self.default_accounts = Informer[ObservedObject](
             kube,
             SERVICE_ACCOUNT,
-            _default_account,
+            self._default_account,
             self._on_object,
             field_selector="metadata.name=default",
             watch_timeout=watch,
@@ -393,6 +383,15 @@ class Runtime:
                 self.queue.add(namespace_key(name))
                 if self.pods is not None:
                     self.queue.add(workloads_key(name))
+
+    def _managed_only(self, body: Body) -> ObservedObject | None:
+        # The emulator does no label filtering: the selector is checked here as well.
+        labels = (body.get("metadata") or {}).get("labels") or {}
+        return self.view.observed(body) if is_managed(labels) else None
+
+    def _default_account(self, body: Body) -> ObservedObject | None:
+        name = (body.get("metadata") or {}).get("name")
+        return self.view.observed(body) if name == "default" else None
 
     def _on_namespace(
         self, key: Key, old: NamespaceState | None, new: NamespaceState | None

@@ -213,6 +213,18 @@ class ClusterView:
         )
         self._pending.setdefault(_bucket(ref), {})[ref] = _Pending(before, entry)
 
+    def observed(self, body: dict[str, Any]) -> ObservedObject:
+        """A watched object's entry. When the event shows the very version the answer to the
+        operator's own write showed, the entry made from that answer is reused: a rollout's
+        every write comes back as an event, and each was observed once already."""
+        ref = ObjectRef.of(body)
+        pending = self._pending.get(_bucket(ref), {}).get(ref)
+        if pending is not None and isinstance(pending.entry, ObservedObject):
+            version = (body.get("metadata") or {}).get("resourceVersion")
+            if version and pending.entry.resource_version == version:
+                return pending.entry
+        return observe(body)
+
     def echoes_own_write(self, ref: ObjectRef, entry: Entry | None) -> bool:
         """Whether a watch event shows exactly what the answer to the operator's own write
         said (None: its delete): the view knew it already, so there is nothing new to look
