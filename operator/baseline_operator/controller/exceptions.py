@@ -327,17 +327,17 @@ class ExceptionKeeper:
             self._written[name] = (entry.uid, status)
             log.info("exception status written", exception=name, state=status.get("state"))
         for type_, reason, message in news:
-            await self.events.on_exception(name, entry.uid, type_, reason, message)
+            self.events.on_exception(name, entry.uid, type_, reason, message)
             if baseline_entry is not None:
-                await self.events.on_baseline(
+                self.events.on_baseline(
                     verdict.baseline, baseline_entry.uid, type_, reason, message
                 )
         if verdict.state is ExceptionState.INVALID and previous.get("state") != "Invalid":
-            await self.events.on_exception(
+            self.events.on_exception(
                 name, entry.uid, WARNING, verdict.reason.value, verdict.message
             )
         elif verdict.active and previous.get("state") not in (None, "Active"):
-            await self.events.on_exception(name, entry.uid, NORMAL, "Active", verdict.message)
+            self.events.on_exception(name, entry.uid, NORMAL, "Active", verdict.message)
 
 
 def _warned_generation(status: Mapping[str, Any]) -> int | None:

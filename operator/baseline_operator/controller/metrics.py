@@ -62,6 +62,9 @@ class MetricSamples:
     findings: dict[str, int]
     # baseline -> (active exceptions, seconds until the next of them expires, or None)
     exceptions: dict[str, tuple[int, float | None]] = field(default_factory=dict)
+    # Events recorded and not posted yet, and Events dropped because the buffer was full
+    events_waiting: int = 0
+    events_dropped: int = 0
 
 
 class OperatorMetrics:
@@ -174,6 +177,16 @@ class _StateCollector(Collector):
             f"{PREFIX}_queue_oldest_item_age_seconds",
             "How long the oldest waiting key has waited.",
             value=samples.queue_oldest_age,
+        )
+        yield GaugeMetricFamily(
+            f"{PREFIX}_events_waiting",
+            "Events recorded and not yet posted (they are posted at a limited rate).",
+            value=samples.events_waiting,
+        )
+        yield CounterMetricFamily(
+            f"{PREFIX}_events_dropped",
+            "Events dropped because too many waited to be posted.",
+            value=samples.events_dropped,
         )
         restarts = CounterMetricFamily(
             f"{PREFIX}_watch_restarts",

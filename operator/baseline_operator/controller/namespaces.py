@@ -290,7 +290,7 @@ class NamespaceReconciler:
         )
         posted = self._orphan_conflicts.get(state.name, frozenset())
         for message in sorted(messages - posted):
-            await self.status.events.on_namespace(
+            self.status.events.on_namespace(
                 state.name, state.uid, WARNING, "Conflict", message
             )
         if messages:

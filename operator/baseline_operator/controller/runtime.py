@@ -139,7 +139,7 @@ class Runtime:
         )
         if self.metrics is not None:
             self.metrics.watch(self.metric_samples)
-        events = EventRecorder(kube, options.instance)
+        self.events = events = EventRecorder(kube, options.instance)
         writer = Writer(kube, self.view)
         self.brake = RemovalBrake(
             self.view,
@@ -195,6 +195,7 @@ class Runtime:
         self._resync: asyncio.Task[None] | None = None
         self._timer: asyncio.Task[None] | None = None
         self._starter: asyncio.Task[None] | None = None
+        self._event_sender: asyncio.Task[None] | None = None
         # Set once every informer the reconciler reads has listed its kind.
         self.ready = asyncio.Event()
 
@@ -213,6 +214,7 @@ class Runtime:
         for informer in self._core_informers():
             informer.start()
         self._starter = asyncio.create_task(self._start_when_synced(), name="start")
+        self._event_sender = asyncio.create_task(self.events.run(), name="events")
 
     async def _start_when_synced(self) -> None:
         await asyncio.gather(*(informer.synced.wait() for informer in self._core_informers()))
@@ -235,7 +237,7 @@ class Runtime:
         self._timer = asyncio.create_task(self.exceptions.run_timer(), name="exception-timer")
 
     async def stop(self) -> None:
-        for task in (self._starter, self._resync, self._timer):
+        for task in (self._starter, self._resync, self._timer, self._event_sender):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -243,6 +245,11 @@ class Runtime:
         await self.queue.stop()
         for informer in [*self._core_informers(), *([self.pods] if self.pods else [])]:
             await informer.stop()
+
+    @property
+    def idle(self) -> bool:
+        """Nothing to reconcile and no Event waiting to be posted."""
+        return self.ready.is_set() and self.queue.idle and self.events.idle
 
     async def _resync_loop(self) -> None:
         while True:
@@ -493,6 +500,8 @@ class Runtime:
         return MetricSamples(
             exceptions=exceptions,
             queue_depth=self.queue.depth,
+            events_waiting=self.events.waiting,
+            events_dropped=self.events.dropped,
             queue_oldest_age=self.queue.oldest_age(),
             informers=informers,
             namespaces=namespaces,

@@ -95,7 +95,7 @@ class StatusKeeper:
             parts.append("set the operator's namespace labels")
         if parts:
             reason = "Repaired" if repaired and not created else "Applied"
-            await self.events.on_namespace(state.name, state.uid, NORMAL, reason, "; ".join(parts))
+            self.events.on_namespace(state.name, state.uid, NORMAL, reason, "; ".join(parts))
         for baseline, outcome in sorted(results.items()):
             before = self.outcomes.get(baseline, {}).get(state.name)
             known = _report(before) if before else self._reported_in_status(baseline, state.name)
@@ -104,9 +104,9 @@ class StatusKeeper:
             if news and outcome.result in (Result.FAILED, Result.CONFLICTED):
                 kind = "ApplyFailed" if outcome.result is Result.FAILED else "Conflict"
                 message = f"baseline {baseline}: {outcome.message}"
-                await self.events.on_namespace(state.name, state.uid, WARNING, kind, message)
+                self.events.on_namespace(state.name, state.uid, WARNING, kind, message)
                 entry = self.view.baselines().get(baseline)
-                await self.events.on_baseline(
+                self.events.on_baseline(
                     baseline,
                     entry.uid if entry else None,
                     WARNING,
@@ -114,7 +114,7 @@ class StatusKeeper:
                     f"namespace {state.name}: {outcome.message}",
                 )
             if outcome.psa_warnings and (known is None or known.warnings != now.warnings):
-                await self.events.on_namespace(
+                self.events.on_namespace(
                     state.name,
                     state.uid,
                     WARNING,
@@ -219,7 +219,7 @@ class StatusKeeper:
         ):
             return
         if ready_now.get("reason") in ("InvalidSpec", "RemovalHeld"):
-            await self.events.on_baseline(
+            self.events.on_baseline(
                 entry.name,
                 entry.uid,
                 WARNING,
@@ -230,7 +230,7 @@ class StatusKeeper:
             "Converged",
             "Audited",
         ):
-            await self.events.on_baseline(
+            self.events.on_baseline(
                 entry.name,
                 entry.uid,
                 NORMAL,

@@ -119,7 +119,7 @@ class WorkloadAuditor:
         summary = max(after.values(), key=lambda s: (len(s.non_compliant), s.findings))
         message = namespace_message(summary.pods, summary.non_compliant)
         kind = WARNING if summary.non_compliant else NORMAL
-        await self.events.on_namespace(namespace, uid, kind, "WorkloadFindings", message)
+        self.events.on_namespace(namespace, uid, kind, "WorkloadFindings", message)
 
     async def _write_policy_report(
         self, namespace: str, results: dict[str, NamespaceWorkloads]
