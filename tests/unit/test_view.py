@@ -50,18 +50,20 @@ def view() -> tuple[ClusterView, Informer[Any]]:
 
 
 def test_the_watch_showing_the_written_version_reuses_the_entry_made_from_the_answer() -> None:
-    subject, _ = view()
+    subject, policies = view()
     ref = ObjectRef(NETWORK_POLICY, "team-a", "default-deny")
     subject.wrote(ref, policy("team-a", "7"))
 
     echoed = subject.observed(policy("team-a", "7"))
     assert echoed is subject.objects_in("team-a")[ref]  # not observed a second time
-    assert subject.echoes_own_write(ref, echoed)
+    policies._apply(WatchEvent("ADDED", policy("team-a", "7")))
+    assert subject.settle(ref, echoed)
+    assert subject.pending_writes() == 0  # the watch shows it: nothing kept for it
 
     later = subject.observed(policy("team-a", "8"))  # someone wrote after the operator
     assert later is not echoed
     assert later.resource_version == "8"
-    assert not subject.echoes_own_write(ref, later)
+    assert not subject.settle(ref, later)
 
 
 def test_a_watched_event_with_no_write_pending_is_observed_and_is_news() -> None:
@@ -69,7 +71,7 @@ def test_a_watched_event_with_no_write_pending_is_observed_and_is_news() -> None
     ref = ObjectRef(NETWORK_POLICY, "team-a", "default-deny")
     entry = subject.observed(policy("team-a", "3"))
     assert entry == observe(policy("team-a", "3"))
-    assert not subject.echoes_own_write(ref, entry)
+    assert not subject.settle(ref, entry)
 
 
 def test_the_watch_showing_the_operators_delete_is_an_echo_and_a_recreation_is_not() -> None:
@@ -77,8 +79,43 @@ def test_the_watch_showing_the_operators_delete_is_an_echo_and_a_recreation_is_n
     ref = ObjectRef(NETWORK_POLICY, "team-a", "default-deny")
     policies._apply(WatchEvent("ADDED", policy("team-a", "3")))
     subject.wrote(ref, None)  # the operator deleted it
-    assert subject.echoes_own_write(ref, None)
-    assert not subject.echoes_own_write(ref, observe(policy("team-a", "9", uid="u-2")))
+    assert not subject.settle(ref, observe(policy("team-a", "9", uid="u-2")))
+
+    subject.wrote(ref, None)
+    policies._apply(WatchEvent("DELETED", policy("team-a", "9", uid="u-2")))
+    assert subject.settle(ref, None)
+    assert subject.pending_writes() == 0
+
+
+def test_a_write_the_watch_has_not_shown_is_kept_and_read() -> None:
+    subject, policies = view()
+    ref = ObjectRef(NETWORK_POLICY, "team-a", "default-deny")
+    policies._apply(WatchEvent("ADDED", policy("team-a", "3")))
+    subject.wrote(ref, policy("team-a", "5"))
+    # An event of an earlier version (the watch is behind): the answer still wins.
+    assert not subject.settle(ref, observe(policy("team-a", "3")))
+    assert subject.objects_in("team-a")[ref].resource_version == "5"
+    assert subject.pending_writes() == 1
+
+
+def test_a_kind_no_longer_served_takes_the_operators_recent_writes_of_it_along() -> None:
+    # The operator created objects, then their CRD went away: none may come back to life
+    # from a write's answer (a baseline's finalizer would wait on it for good).
+    subject, policies = view()
+    shown = ObjectRef(NETWORK_POLICY, "team-a", "default-deny")
+    unshown = ObjectRef(NETWORK_POLICY, "team-b", "default-deny")
+    subject.wrote(shown, policy("team-a", "7"))
+    subject.wrote(unshown, policy("team-b", "8"))
+    policies._apply(WatchEvent("ADDED", policy("team-a", "7")))
+    assert subject.settle(shown, policies.get("team-a", "default-deny"))
+
+    policies._not_served()
+    assert subject.objects_in("team-a") == {}
+    # Not shown by the watch before it stopped: the answer holds until a write finds the
+    # kind gone (the writer tells the view).
+    subject.kind_not_served(NETWORK_POLICY)
+    assert subject.objects_in("team-b") == {}
+    assert subject.pending_writes() == 0
 
 
 def test_equal_parts_of_entries_in_different_namespaces_are_held_once() -> None:

@@ -290,9 +290,7 @@ class NamespaceReconciler:
         )
         posted = self._orphan_conflicts.get(state.name, frozenset())
         for message in sorted(messages - posted):
-            self.status.events.on_namespace(
-                state.name, state.uid, WARNING, "Conflict", message
-            )
+            self.status.events.on_namespace(state.name, state.uid, WARNING, "Conflict", message)
         if messages:
             self._orphan_conflicts[state.name] = messages
         else:

@@ -64,6 +64,7 @@ from baseline_operator.policy.objects import (
     SECURITY_BASELINE,
     SERVICE_ACCOUNT,
     Body,
+    ObjectRef,
 )
 from baseline_operator.policy.select import selects
 from baseline_operator.policy.status import Result
@@ -403,6 +404,7 @@ class Runtime:
     def _on_namespace(
         self, key: Key, old: NamespaceState | None, new: NamespaceState | None
     ) -> None:
+        self.view.settle(ObjectRef(NAMESPACE, None, key[1]), new)
         if (
             old is not None
             and new is not None
@@ -418,7 +420,7 @@ class Runtime:
     def _on_object(self, key: Key, old: ObservedObject | None, new: ObservedObject | None) -> None:
         namespace, _ = key
         observed = new or old
-        if observed is not None and self.view.echoes_own_write(observed.ref, new):
+        if observed is not None and self.view.settle(observed.ref, new):
             return  # the operator's own write coming back
         if namespace:
             self._enqueue(namespace_key(namespace))

@@ -157,7 +157,13 @@ class ClusterView:
         return result
 
     def kind_not_served(self, kind: Kind) -> None:
-        """A write found the kind not served: forget its objects now (its CRD was deleted)."""
+        """A write found the kind not served: forget its objects now (its CRD was deleted),
+        the operator's own recent writes of it too."""
+        for writes in self._pending.values():
+            for ref in [ref for ref in writes if ref.kind == kind]:
+                del writes[ref]
+        for bucket in [bucket for bucket, writes in self._pending.items() if not writes]:
+            del self._pending[bucket]
         informer = self.objects_informers.get(kind)
         if informer is not None and informer.served:
             informer.relist()
@@ -225,15 +231,27 @@ class ClusterView:
                 return pending.entry
         return observe(body)
 
-    def echoes_own_write(self, ref: ObjectRef, entry: Entry | None) -> bool:
-        """Whether a watch event shows exactly what the answer to the operator's own write
-        said (None: its delete): the view knew it already, so there is nothing new to look
-        at. A rollout's writes come back as events; without this each would queue its
-        namespace for another pass that finds nothing to do."""
+    def settle(self, ref: ObjectRef, entry: Entry | None) -> bool:
+        """Take a watch event (the informer holds it already; None: gone) against the
+        operator's pending write of the same object; whether the event only echoes that
+        write (the view knew it, so there is nothing new to look at: a rollout's writes
+        come back as events, and each would otherwise queue its namespace for a pass that
+        finds nothing to do).
+
+        The pending write is dropped as soon as the watch has moved past it, here, not at
+        the next read of its namespace: a namespace nobody reads again would hold it for
+        good, and it would come back to life were the watch to lose the object (its kind
+        no longer served)."""
         pending = self._pending.get(_bucket(ref), {}).get(ref)
         if pending is None:
             return False
-        return pending.entry == entry
+        echo = pending.entry == entry
+        informer = self.objects_informers.get(ref.kind)
+        if informer is not None and not informer.served:
+            self._drop_pending(ref)  # no object of a kind not served exists
+        else:
+            self._resolve(ref, self._watched_version(ref))
+        return echo
 
     def found(self, observed: ObservedObject) -> None:
         """An object of others where the operator wanted to create one, as just read."""
@@ -319,10 +337,15 @@ class ClusterView:
             return False, None
         if watched_version == pending.stale_version:
             return True, pending.entry
-        del writes[ref]  # the watch has moved on: it is the truth again
-        if not writes:
-            self._pending.pop(_bucket(ref), None)
+        self._drop_pending(ref)  # the watch has moved on: it is the truth again
         return False, None
+
+    def _drop_pending(self, ref: ObjectRef) -> None:
+        writes = self._pending.get(_bucket(ref))
+        if writes is not None:
+            writes.pop(ref, None)
+            if not writes:
+                del self._pending[_bucket(ref)]
 
     def _watched_version(self, ref: ObjectRef) -> str | None:
         if ref.kind == NAMESPACE:
