@@ -36,7 +36,7 @@ from baseline_operator.controller.main import operator_in_process
 from baseline_operator.controller.options import OperatorOptions
 from baseline_operator.demo.emulator import running_emulator, write_requests
 from baseline_operator.kube.client import KubeApi
-from baseline_operator.kube.config import configuration_for, endpoint_of
+from baseline_operator.kube.config import endpoint_for
 from baseline_operator.policy.diff import (
     NamespaceState,
     OwnerState,
@@ -122,7 +122,7 @@ async def bench_converge(count: int) -> dict[str, float]:
     body["spec"].pop("excludeNamespaces", None)
     baseline = parse_baseline(body)
     async with running_emulator() as (emulator, url):
-        kube = KubeApi(endpoint_of(configuration_for(url)))
+        kube = KubeApi(endpoint_for(url))
         await kube.create(SECURITY_BASELINE, None, copy.deepcopy(body))
 
         # Reference: the same applies, made directly, with the operator's request budget.
@@ -177,7 +177,7 @@ async def _measure(
     """Convergence of `count` new namespaces, then a resync of all of them in place."""
     # Polled from outside, as a user would: the runtime exposes no event for "idle".
     while not (  # noqa: ASYNC110
-        hasattr(memo, "runtime") and memo.runtime.ready.is_set() and memo.runtime.queue.idle
+        hasattr(memo, "runtime") and memo.runtime.idle
     ):
         await asyncio.sleep(0.05)
     writes_before = len(write_requests(emulator))
@@ -204,7 +204,7 @@ async def _measure(
             and applied in state.labels
             and runtime.status.outcomes_of(baseline).get(name) is not None
         )
-        if done == count and runtime.queue.idle:
+        if done == count and runtime.idle:
             break
         await asyncio.sleep(0.01)
     converged = time.perf_counter() - started

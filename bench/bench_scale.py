@@ -68,19 +68,18 @@ from typing import Any
 
 import aiohttp
 import yaml
-from kubernetes import client as k8s
-from kubernetes import config as k8s_config
 
 from baseline_operator.api.resource import parse_baseline
 from baseline_operator.kube.client import (
     APPLY_CONTENT_TYPE,
     MERGE_PATCH_CONTENT_TYPE,
     ApiError,
+    Endpoint,
     KubeApi,
     collection_path,
     object_path,
 )
-from baseline_operator.kube.config import endpoint_of
+from baseline_operator.kube.config import load_kubeconfig
 from baseline_operator.policy.diff import with_desired_hash
 from baseline_operator.policy.layering import NamespacePlan, plan_namespace
 from baseline_operator.policy.names import BASELINE_KEY, MANAGED_BY_KEY
@@ -172,7 +171,7 @@ def plan_for(namespace: str, name: str) -> NamespacePlan:
 @dataclass
 class Cluster:
     kubeconfig: Path
-    configuration: k8s.Configuration
+    configuration: Endpoint
     username: str | None  # the operator's identity, for --username (None: let it ask)
     description: str
 
@@ -212,12 +211,8 @@ def _apiserver_version(assets: Path) -> str:
     return answer.stdout.strip() or "kube-apiserver"
 
 
-def _configuration(path: Path) -> k8s.Configuration:
-    configuration = k8s.Configuration()
-    k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
-        config_file=str(path), client_configuration=configuration
-    )
-    return configuration
+def _configuration(path: Path) -> Endpoint:
+    return load_kubeconfig(str(path))
 
 
 # ----------------------------------------------------------------------------- requests
@@ -453,11 +448,8 @@ def floor_process(task_file: str) -> int:
     return 0
 
 
-async def send_floor(
-    configuration: k8s.Configuration, namespaces: list[str], baseline: str
-) -> dict[str, float]:
+async def send_floor(endpoint: Endpoint, namespaces: list[str], baseline: str) -> dict[str, float]:
     """The floor: every write sent straight, REQUEST_BUDGET in flight."""
-    endpoint = endpoint_of(configuration)
     writes = [write for name in namespaces for write in floor_writes(name, baseline)]
     connector = aiohttp.TCPConnector(ssl=endpoint.ssl_context(), limit=REQUEST_BUDGET)
     failures: list[str] = []
@@ -657,17 +649,20 @@ class Tracker:
 # ----------------------------------------------------------------------------- the operator
 
 
-def _operator_command() -> list[str]:
+def _operator_command(executable: str | None) -> tuple[str, ...]:
+    """`--operator`, else the `baseline-operator` of this Python."""
+    if executable:
+        return (executable,)
     script = Path(sys.executable).parent / "baseline-operator"
     if script.exists():
-        return [str(script)]
-    return [sys.executable, "-c", "from baseline_operator.cli import main; main()"]
+        return (str(script),)
+    return (sys.executable, "-c", "from baseline_operator.cli import main; main()")
 
 
 @functools.cache
-def _serves_metrics() -> bool:
+def _serves_metrics(operator: tuple[str, ...]) -> bool:
     """Whether this operator has a metrics endpoint to place."""
-    command = [*_operator_command(), "run", "--help"]
+    command = [*operator, "run", "--help"]
     answer = subprocess.run(command, capture_output=True, text=True, check=False)
     return "--metrics-address" in answer.stdout
 
@@ -688,10 +683,13 @@ class OperatorProcess:
     started_at: float = 0.0  # time.time()
     # More arguments of `baseline-operator run` (--operator-args), for experiments.
     extra: tuple[str, ...] = ()
+    # How to start `baseline-operator` (--operator).
+    operator: tuple[str, ...] = ()
 
     def start(self) -> None:
+        operator = self.operator or _operator_command(None)
         command = [
-            *_operator_command(),
+            *operator,
             "run",
             "--no-leader-election",
             "--namespace",
@@ -699,7 +697,7 @@ class OperatorProcess:
         ]
         if self.cluster.username:
             command += ["--username", self.cluster.username]
-        if _serves_metrics():
+        if _serves_metrics(operator):
             # As deployed (metrics on), on a free loopback port: others may hold the default.
             command += ["--metrics-address", f"127.0.0.1:{_free_port()}"]
         command += self.extra
@@ -818,7 +816,7 @@ class ScaleRun:
         self.run = secrets.token_hex(3)
         self.prefix = f"b{self.run}"
         self.operator_namespace = f"{self.prefix}-operator"
-        self.kube = KubeApi(endpoint_of(cluster_.configuration), budget=REQUEST_BUDGET, timeout=60)
+        self.kube = KubeApi(cluster_.configuration, budget=REQUEST_BUDGET, timeout=60)
         self.bench = Bench(self.kube, self.run)
         # The floor's baseline name has the same length, so its bodies have the same size.
         self.baseline, self.floor_baseline = f"bench-{self.run}", f"floor-{self.run}"
@@ -848,7 +846,11 @@ class ScaleRun:
     def new_operator(self) -> OperatorProcess:
         log = self.workdir / f"operator-{len(self.operators)}.log"
         operator = OperatorProcess(
-            self.cluster, self.operator_namespace, log, extra=tuple(self.args.operator_args.split())
+            self.cluster,
+            self.operator_namespace,
+            log,
+            extra=tuple(self.args.operator_args.split()),
+            operator=_operator_command(self.args.operator),
         )
         self.operators.append(operator)
         operator.start()
@@ -1315,6 +1317,12 @@ def main() -> int:
         "--operator-args",
         default="",
         help="more arguments of `baseline-operator run`, e.g. '--workers 8' (default: none)",
+    )
+    parser.add_argument(
+        "--operator",
+        default=None,
+        help="the `baseline-operator` executable to measure (default: this Python's); for"
+        " memory, one installed as the image installs it: `pip install .`, no extras",
     )
     parser.add_argument("--send-floor", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()

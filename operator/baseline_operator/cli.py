@@ -2,8 +2,8 @@
 
 Offline commands (crd, render, validate, audit) need no cluster. `run` starts the
 operator on the current kubeconfig or in-cluster config; `demo` starts it against
-an in-process API emulator. Heavy imports (kopf, the Kubernetes client, the
-emulator) happen inside the commands that need them, so offline commands start fast.
+an in-process API emulator. Heavy imports (kopf, the API client, the emulator)
+happen inside the commands that need them, so offline commands start fast.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from baseline_operator.policy.admission import EXTERNAL_SECRETS_USERNAME
 from baseline_operator.policy.names import OPERATOR_NAMESPACE
 
 # What only `demo` imports: the `demo` extra of the distribution.
-DEMO_MODULES = frozenset({"kmock", "jsonpatch", "attrs"})
+DEMO_MODULES = frozenset({"kmock", "jsonpatch", "attrs", "kubernetes"})
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
@@ -50,8 +50,7 @@ def main() -> None:
     type=click.Choice([*CRD_BUILDERS, "all"]),
     default="all",
     show_default=True,
-    help="Which CustomResourceDefinition; all: every one, in the order of their files in"
-    " crds/.",
+    help="Which CustomResourceDefinition; all: every one, in the order of their files in crds/.",
 )
 def crd(kind: str) -> None:
     """Print the CustomResourceDefinitions. Each is one YAML document opening with `---`,
@@ -330,6 +329,7 @@ def run(
     """Run the operator against the current kubeconfig or in-cluster config."""
     from baseline_operator.controller.main import run_operator  # noqa: PLC0415
     from baseline_operator.controller.options import OperatorOptions  # noqa: PLC0415
+    from baseline_operator.kube.config import KubeconfigError  # noqa: PLC0415
 
     options = OperatorOptions(
         namespace=namespace,
@@ -345,7 +345,11 @@ def run(
         username=username,
         eso_username=eso_username,
     )
-    sys.exit(run_operator(options))
+    try:
+        code = run_operator(options)
+    except KubeconfigError as exc:
+        _fail(str(exc))
+    sys.exit(code)
 
 
 @main.command()

@@ -41,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import dataclasses
 import json
 import os
 import re
@@ -48,6 +49,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -59,19 +61,18 @@ from typing import Any, TypeVar
 import pytest
 import pytest_asyncio
 import yaml
-from kubernetes import client as k8s
-from kubernetes import config as k8s_config
 
 from baseline_operator.api.resource import parse_baseline
 from baseline_operator.controller.baselines import ACKNOWLEDGE_REMOVAL
 from baseline_operator.kube.client import (
     APPLY_CONTENT_TYPE,
     ApiError,
+    Endpoint,
     KubeApi,
     RetryPolicy,
     collection_path,
 )
-from baseline_operator.kube.config import connection_info, endpoint_of
+from baseline_operator.kube.config import connection_info, load_kubeconfig
 from baseline_operator.policy.layering import plan_namespace
 from baseline_operator.policy.names import (
     BASELINE_KEY,
@@ -297,9 +298,9 @@ async def close(kube: KubeApi) -> None:
     await kube.close()
 
 
-def new_kube(configuration: k8s.Configuration, headers: dict[str, str] | None = None) -> KubeApi:
+def new_kube(endpoint: Endpoint, headers: dict[str, str] | None = None) -> KubeApi:
     return KubeApi(
-        endpoint_of(copy.deepcopy(configuration), headers),
+        dataclasses.replace(endpoint, headers={**endpoint.headers, **(headers or {})}),
         retry=RetryPolicy(first_delay=0.05, max_delay=0.5),
     )
 
@@ -406,13 +407,13 @@ class Run:
     """One pytest session against the cluster."""
 
     prefix: str  # e2e-<6 hex>: the start of every name this run gives
-    admin: k8s.Configuration
-    operator: k8s.Configuration  # the operator's ServiceAccount token
+    admin: Endpoint
+    operator: Endpoint  # the operator's ServiceAccount token
     operator_namespace: str
     foreign_baselines: dict[str, dict[str, Any]]  # baselines of others, by name
     # A plain user in no group (when the session started its own control plane): tests
     # grant it what a tenant holds, e.g. the built-in `admin` role in one namespace.
-    tenant: k8s.Configuration | None = None
+    tenant: Endpoint | None = None
     _scopes: int = 0
 
     def next_scope(self) -> str:
@@ -441,22 +442,22 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.write_line(f"{seconds:8.2f}s  {label}")
 
 
-def _admin_configuration(path: str) -> k8s.Configuration:
-    configuration = k8s.Configuration()
-    k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
-        config_file=path, client_configuration=configuration
-    )
-    return configuration
+def _admin_endpoint(path: str) -> Endpoint:
+    """The kubeconfig's endpoint, its CA in a file (the fault proxy and the kubeconfigs of
+    operator processes name the CA by path)."""
+    endpoint = load_kubeconfig(path)
+    if endpoint.ca_data is None:
+        return endpoint
+    ca_file = Path(tempfile.mkdtemp(prefix="e2e-ca-")) / "ca.crt"
+    ca_file.write_text(endpoint.ca_data)
+    return dataclasses.replace(endpoint, ca_file=str(ca_file), ca_data=None)
 
 
-def _token_configuration(admin: k8s.Configuration, token: str) -> k8s.Configuration:
+def _token_endpoint(admin: Endpoint, token: str) -> Endpoint:
     """The same server, authenticated only by a bearer token (no client certificate)."""
-    configuration = k8s.Configuration()
-    configuration.host = admin.host
-    configuration.ssl_ca_cert = admin.ssl_ca_cert
-    configuration.verify_ssl = admin.verify_ssl
-    configuration.api_key = {"authorization": f"Bearer {token}"}
-    return configuration
+    return dataclasses.replace(
+        admin, certificate_file=None, key_file=None, authorization=lambda: f"Bearer {token}"
+    )
 
 
 async def _install_crd(kube: KubeApi) -> None:
@@ -622,7 +623,7 @@ def cluster_access() -> Iterable[tuple[str, Credentials | None]]:
 def run(cluster_access: tuple[str, Credentials | None]) -> Iterable[Run]:
     path, tenant = cluster_access
     KUBECONFIG[:] = [path]
-    admin = _admin_configuration(path)
+    admin = _admin_endpoint(path)
     prefix = f"e2e-{secrets.token_hex(3)}"
     operator_namespace = f"{prefix}-operator"
 
@@ -654,17 +655,17 @@ def run(cluster_access: tuple[str, Credentials | None]) -> Iterable[Run]:
     yield Run(
         prefix,
         admin,
-        _token_configuration(admin, token),
+        _token_endpoint(admin, token),
         operator_namespace,
         foreign,
-        _token_configuration(admin, tenant.token) if tenant else None,
+        _token_endpoint(admin, tenant.token) if tenant else None,
     )
     left = in_thread(lambda: _sweep_with_new_client(admin, prefix, wait=60))
     if left:
         NOTES.append("swept after the run: " + "; ".join(left))
 
 
-async def _sweep_with_new_client(admin: k8s.Configuration, prefix: str, wait: float) -> list[str]:
+async def _sweep_with_new_client(admin: Endpoint, prefix: str, wait: float) -> list[str]:
     kube = new_kube(admin)
     try:
         return await _sweep(kube, prefix, wait)
@@ -948,12 +949,12 @@ class E2E:
                     )
 
 
-def _cluster(configuration: k8s.Configuration) -> Cluster:
+def _cluster(endpoint: Endpoint) -> Cluster:
     # username None: the operator asks the API server who it is (a SelfSubjectReview).
     return Cluster(
-        new_kube(configuration),
-        lambda: connection_info(configuration),
-        configuration,
+        new_kube(endpoint),
+        lambda: connection_info(endpoint),
+        endpoint,
         username=None,
     )
 

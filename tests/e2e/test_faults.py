@@ -108,7 +108,7 @@ class Supervisor:
 @pytest_asyncio.fixture
 async def proxy(e2e: E2E) -> AsyncIterator[FaultProxy]:
     running = FaultProxy(
-        e2e.run.admin.host, e2e.run.admin.ssl_ca_cert, seed=20260, delay=REQUEST_TIMEOUT + 1
+        e2e.run.admin.server, e2e.run.admin.ca_file, seed=20260, delay=REQUEST_TIMEOUT + 1
     )
     await running.start()
     try:
@@ -211,7 +211,7 @@ async def test_a_rollout_under_faults_converges_exactly(
         taken.add(ObjectRef(NETWORK_POLICY, namespace, deny_name))
     assert taken <= set().union(*(expected_refs(body, ns) for ns in stormy))
 
-    token = str(e2e.run.operator.api_key["authorization"]).removeprefix("Bearer ").strip()
+    token = (e2e.run.operator.authorization() or "").removeprefix("Bearer ").strip()
     with OperatorProcesses.running(
         kubeconfig_text(proxy.url, None, token), lease_namespace
     ) as processes:

@@ -37,11 +37,10 @@ from typing import Any
 import pytest
 import pytest_asyncio
 import yaml
-from kubernetes import client as k8s
 
 from baseline_operator.api.resource import parse_baseline
 from baseline_operator.api.spec import GrantRisk, risk_message, rule_risks
-from baseline_operator.kube.client import APPLY_CONTENT_TYPE, KubeApi
+from baseline_operator.kube.client import APPLY_CONTENT_TYPE, Endpoint, KubeApi
 from baseline_operator.policy.admission import protect_message
 from baseline_operator.policy.layering import plan_namespace
 from baseline_operator.policy.names import (
@@ -111,7 +110,7 @@ POSTURE: dict[str, Any] = {
 
 
 @pytest.fixture
-def tenant(run: Run) -> k8s.Configuration:
+def tenant(run: Run) -> Endpoint:
     if run.tenant is None:
         pytest.skip(reason=NO_TENANT)
     return run.tenant
@@ -171,9 +170,7 @@ async def grant(e2e: E2E, namespace: str, user: str, cluster_role: str) -> None:
     await eventually(effective, what=f"{user} holding {cluster_role} in {namespace}")
 
 
-async def as_tenant(
-    e2e: E2E, tenant: k8s.Configuration, namespace: str, clients: list[KubeApi]
-) -> KubeApi:
+async def as_tenant(e2e: E2E, tenant: Endpoint, namespace: str, clients: list[KubeApi]) -> KubeApi:
     """The tenant, holding the built-in `admin` ClusterRole in `namespace`."""
     await grant(e2e, namespace, TENANT_USER, "admin")
     kube = new_kube(tenant)
@@ -372,7 +369,7 @@ async def edit(kube: KubeApi, ref: ObjectRef, content_type: str, patch: Any) -> 
 
 
 async def test_drift_that_widens_access_is_refused_under_protection(
-    e2e: E2E, tenant: k8s.Configuration, clients: list[KubeApi]
+    e2e: E2E, tenant: Endpoint, clients: list[KubeApi]
 ) -> None:
     namespace = await e2e.create_namespace("a", env="prod")
     body = e2e.baseline_body(**POSTURE, protectGeneratedObjects=True)
@@ -435,7 +432,7 @@ async def repair_watched(
 
 
 async def test_drift_that_widens_access_is_repaired_exactly(
-    e2e: E2E, tenant: k8s.Configuration, clients: list[KubeApi]
+    e2e: E2E, tenant: Endpoint, clients: list[KubeApi]
 ) -> None:
     namespace = await e2e.create_namespace("a", env="prod")
     body = e2e.baseline_body(**POSTURE, protectGeneratedObjects=False)
@@ -610,7 +607,7 @@ async def tamper_attempts(kube: KubeApi, e2e: E2E, name: str, namespace: str) ->
 
 
 async def test_tamper_protection_cannot_be_walked_around(
-    e2e: E2E, tenant: k8s.Configuration, clients: list[KubeApi]
+    e2e: E2E, tenant: Endpoint, clients: list[KubeApi]
 ) -> None:
     namespace = await e2e.create_namespace("a", env="prod")
     body = e2e.baseline_body(**POSTURE, protectGeneratedObjects=True)
@@ -949,7 +946,7 @@ async def leave(e2e: E2E, name: str, namespace: str, generated: ObjectRef) -> No
 
 
 async def test_a_copied_role_binding_is_refused_or_reported_never_deleted(
-    e2e: E2E, tenant: k8s.Configuration, clients: list[KubeApi]
+    e2e: E2E, tenant: Endpoint, clients: list[KubeApi]
 ) -> None:
     namespace = await e2e.create_namespace("a", env="prod")
     body = e2e.baseline_body(rbac=POSTURE["rbac"], protectGeneratedObjects=True)
@@ -1007,7 +1004,7 @@ async def test_a_copied_role_binding_is_refused_or_reported_never_deleted(
 
 
 async def test_a_forged_copy_under_a_generated_name_is_not_deleted(
-    e2e: E2E, tenant: k8s.Configuration, clients: list[KubeApi]
+    e2e: E2E, tenant: Endpoint, clients: list[KubeApi]
 ) -> None:
     """The hardest copy: a name the baseline could generate (`<baseline>-sa.<account>` for
     an account it does not declare) and the generated binding's managedFields sent along,
@@ -1042,7 +1039,7 @@ async def test_a_forged_copy_under_a_generated_name_is_not_deleted(
 
 
 async def test_a_copy_left_behind_by_a_leaving_namespace_is_still_reported(
-    e2e: E2E, tenant: k8s.Configuration, clients: list[KubeApi]
+    e2e: E2E, tenant: Endpoint, clients: list[KubeApi]
 ) -> None:
     namespace = await e2e.create_namespace("a", env="prod")
     body = e2e.baseline_body(rbac=POSTURE["rbac"])
@@ -1086,7 +1083,7 @@ async def test_a_copy_left_behind_by_a_leaving_namespace_is_still_reported(
 
 
 async def test_a_copy_does_not_block_the_deletion_of_its_baseline(
-    e2e: E2E, tenant: k8s.Configuration, clients: list[KubeApi]
+    e2e: E2E, tenant: Endpoint, clients: list[KubeApi]
 ) -> None:
     namespace = await e2e.create_namespace("a", env="prod")
     body = e2e.baseline_body(rbac=POSTURE["rbac"])

@@ -9,18 +9,16 @@ import pytest_asyncio
 
 from baseline_operator.demo.emulator import running_emulator
 from baseline_operator.kube.client import KubeApi, RetryPolicy
-from baseline_operator.kube.config import configuration_for, endpoint_of
+from baseline_operator.kube.config import endpoint_for
 from tests.support.cluster import Cluster, Operator, running_operator
 
 
 @pytest_asyncio.fixture()
 async def cluster() -> AsyncIterator[Cluster]:
     async with running_emulator() as (emulator, url):
-        configuration = configuration_for(url)
-        kube = KubeApi(
-            endpoint_of(configuration), retry=RetryPolicy(first_delay=0.05, max_delay=0.5)
-        )
-        yield Cluster(kube, lambda: kopf.ConnectionInfo(server=url), configuration, emulator)
+        endpoint = endpoint_for(url)
+        kube = KubeApi(endpoint, retry=RetryPolicy(first_delay=0.05, max_delay=0.5))
+        yield Cluster(kube, lambda: kopf.ConnectionInfo(server=url), endpoint, emulator)
         await kube.close()
 
 

@@ -11,7 +11,6 @@ from baseline_operator.controller.main import operator_in_process
 from baseline_operator.controller.metrics import OperatorMetrics, resource_of
 from baseline_operator.controller.options import OperatorOptions
 from baseline_operator.kube.client import KubeApi, RetryPolicy
-from baseline_operator.kube.config import endpoint_of
 from baseline_operator.policy.objects import NETWORK_POLICY
 from tests.support.cluster import FULL_SPEC, Cluster, baseline, eventually
 
@@ -56,9 +55,7 @@ def test_paths_map_to_bounded_resource_names() -> None:
 async def test_a_running_operator_is_scraped(cluster: Cluster) -> None:
     metrics = OperatorMetrics()
     metrics.leader = True
-    kube = KubeApi(
-        endpoint_of(cluster.configuration), retry=RetryPolicy(first_delay=0.05, max_delay=0.5)
-    )
+    kube = KubeApi(cluster.endpoint, retry=RetryPolicy(first_delay=0.05, max_delay=0.5))
     kube.on_request = metrics.on_request
     port = free_port()
     runner = await metrics.serve("127.0.0.1", port)

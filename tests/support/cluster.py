@@ -19,8 +19,13 @@ from baseline_operator.controller.main import operator_in_process
 from baseline_operator.controller.options import OperatorOptions
 from baseline_operator.controller.runtime import Runtime
 from baseline_operator.demo.emulator import ClusterEmulator, RecordedRequest, write_requests
-from baseline_operator.kube.client import ApiError, KubeApi, RetryPolicy, collection_path
-from baseline_operator.kube.config import endpoint_of
+from baseline_operator.kube.client import (
+    ApiError,
+    Endpoint,
+    KubeApi,
+    RetryPolicy,
+    collection_path,
+)
 from baseline_operator.policy.objects import NAMESPACE, SECURITY_BASELINE, Kind, ObjectRef
 
 WAIT = 15.0
@@ -77,7 +82,7 @@ FULL_SPEC: dict[str, Any] = {
 class Cluster:
     kube: KubeApi
     connection: Callable[[], kopf.ConnectionInfo]
-    configuration: Any
+    endpoint: Endpoint
     emulator: ClusterEmulator | None = None
     # The ServiceAccount user tamper protection exempts (None: the default one).
     username: str | None = None
@@ -153,7 +158,7 @@ class Operator:
         calm_since: float | None = None
         while loop.time() < deadline:
             runtime = getattr(self.memo, "runtime", None)
-            idle = runtime is not None and runtime.ready.is_set() and runtime.queue.idle
+            idle = runtime is not None and runtime.idle
             if idle:
                 calm_since = calm_since if calm_since is not None else loop.time()
                 if loop.time() - calm_since >= quiet:
@@ -181,9 +186,7 @@ async def running_operator(
     namespace: str = "baseline-operator-system",
     watch_timeout: int = 300,
 ) -> AsyncIterator[Operator]:
-    kube = KubeApi(
-        endpoint_of(cluster.configuration), retry=RetryPolicy(first_delay=0.05, max_delay=0.5)
-    )
+    kube = KubeApi(cluster.endpoint, retry=RetryPolicy(first_delay=0.05, max_delay=0.5))
     options = OperatorOptions(
         namespace=namespace,
         resync_seconds=resync_seconds,

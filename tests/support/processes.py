@@ -32,7 +32,7 @@ from typing import Any
 import yaml
 
 from baseline_operator.controller.baselines import ACKNOWLEDGE_REMOVAL
-from baseline_operator.kube.client import ApiError
+from baseline_operator.kube.client import ApiError, Endpoint
 from baseline_operator.kube.config import USER_AGENT_ENV
 from baseline_operator.policy.objects import SECURITY_BASELINE
 from tests.support.cluster import Cluster
@@ -322,15 +322,15 @@ def utc_now() -> datetime:
 ROLE_FILES = ("manifests/base/role.yaml", "manifests/base/rolebinding.yaml")
 
 
-def operator_kubeconfig(configuration: Any) -> str:
-    """A kubeconfig holding exactly what a kubernetes-client Configuration authenticates
-    with (a bearer token; the same server and CA)."""
-    authorization = str((configuration.api_key or {}).get("authorization") or "")
+def operator_kubeconfig(endpoint: Endpoint) -> str:
+    """A kubeconfig holding exactly what a token-only endpoint authenticates with (a
+    bearer token; the same server and CA file)."""
+    authorization = endpoint.authorization() or ""
     return kubeconfig_text(
-        configuration.host,
-        configuration.ssl_ca_cert,
+        endpoint.server,
+        endpoint.ca_file,
         authorization.removeprefix("Bearer ").strip(),
-        insecure=not configuration.verify_ssl,
+        insecure=endpoint.insecure,
     )
 
 

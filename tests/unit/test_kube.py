@@ -5,10 +5,9 @@ from __future__ import annotations
 import base64
 import json
 
-from kubernetes import client as k8s
-
 from baseline_operator.kube.client import (
     ApiError,
+    Endpoint,
     RetryPolicy,
     _retriable,
     _split_warning_header,
@@ -46,13 +45,13 @@ def _jwt(claims: dict[str, str]) -> str:
 
 
 def test_the_token_names_the_service_account() -> None:
-    configuration = k8s.Configuration()
     sub = "system:serviceaccount:baseline-operator-system:baseline-operator"
-    configuration.api_key = {"BearerToken": "Bearer " + _jwt({"sub": sub})}
-    assert token_username(configuration) == sub
-    configuration.api_key = {"BearerToken": "Bearer opaque-token"}
-    assert token_username(configuration) is None
-    assert token_username(k8s.Configuration()) is None
+    token = _jwt({"sub": sub})
+    assert token_username(Endpoint("https://k", authorization=lambda: f"Bearer {token}")) == sub
+    assert token_username(Endpoint("https://k", authorization=lambda: f"Basic {token}")) is None
+    opaque = Endpoint("https://k", authorization=lambda: "Bearer opaque-token")
+    assert token_username(opaque) is None
+    assert token_username(Endpoint("https://k")) is None
 
 
 def test_what_is_retried() -> None:

@@ -50,10 +50,13 @@ def test_the_emulator_is_the_demo_extra_and_not_a_runtime_dependency() -> None:
     assert "kmock" in demo
     assert "kmock" not in runtime
     assert "jsonpatch" not in runtime  # only the emulator imports it
+    # kopf imports the official client's models whenever it is installed (kube/config.py)
+    assert "kubernetes" not in runtime
+    assert "kubernetes" in demo
     # the tests run the demo and the integration suite against the emulator
     assert "baseline-operator[demo]" in extras["test"]
     # what the CLI recognises as "the demo extra is missing" is what the extra installs
-    assert {"kmock", "jsonpatch", "attrs"} == set(DEMO_MODULES) == demo
+    assert {"kmock", "jsonpatch", "attrs", "kubernetes"} == set(DEMO_MODULES) == demo
 
 
 def test_the_dockerfile_installs_the_package_without_extras() -> None:
@@ -233,6 +236,11 @@ def test_every_runtime_module_imports_and_the_emulator_is_absent(installed: Path
     emulator = _run(installed, "python", "-c", "import kmock")
     assert emulator.returncode != 0
     assert "No module named 'kmock'" in emulator.stderr
+
+    # nor the official client, which kopf would import whenever it is installed
+    client = _run(installed, "python", "-c", "import kubernetes")
+    assert client.returncode != 0
+    assert "No module named 'kubernetes'" in client.stderr
 
     demo = _run(installed, "baseline-operator", "demo")
     assert demo.returncode == 2

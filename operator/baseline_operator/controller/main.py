@@ -21,13 +21,8 @@ from baseline_operator.controller.handlers import build_registry
 from baseline_operator.controller.leader import LeaderElector
 from baseline_operator.controller.metrics import OperatorMetrics
 from baseline_operator.controller.options import OperatorOptions
-from baseline_operator.kube.client import ApiError, KubeApi, RetryPolicy
-from baseline_operator.kube.config import (
-    connection_info,
-    endpoint_of,
-    load_configuration,
-    token_username,
-)
+from baseline_operator.kube.client import ApiError, Endpoint, KubeApi, RetryPolicy
+from baseline_operator.kube.config import connection_info, load_endpoint, token_username
 
 log = structlog.get_logger(__name__)
 
@@ -175,14 +170,16 @@ async def operator_in_process(
 
 
 def run_operator(options: OperatorOptions) -> int:
+    """Run the operator on the in-cluster credentials or the kubeconfig. A KubeconfigError
+    (settings that cannot be read or are not supported) is raised before anything starts."""
+    endpoint = load_endpoint()
     configure_logging(options.verbosity)
-    configuration = load_configuration()
-    return asyncio.run(_run(configuration, options))
+    return asyncio.run(_run(endpoint, options))
 
 
-async def _run(configuration: Any, options: OperatorOptions) -> int:
+async def _run(endpoint: Endpoint, options: OperatorOptions) -> int:
     kube = KubeApi(
-        endpoint_of(configuration),
+        endpoint,
         budget=options.request_budget,
         timeout=options.request_timeout,
     )
@@ -199,7 +196,7 @@ async def _run(configuration: Any, options: OperatorOptions) -> int:
     if options.username is None:
         # Tamper protection lets exactly this user through: the ServiceAccount token's
         # subject in a pod, else whoever the API server says the operator is.
-        username = token_username(configuration) or await who_am_i(kube)
+        username = token_username(endpoint) or await who_am_i(kube)
         options = dataclasses.replace(options, username=username)
     options = dataclasses.replace(options, instance=identity())
     stop = asyncio.Event()
@@ -209,9 +206,7 @@ async def _run(configuration: Any, options: OperatorOptions) -> int:
         # timeouts and no retries: the elector retries on its own schedule, within its
         # renew deadline.
         elector = LeaderElector(
-            KubeApi(
-                endpoint_of(configuration), budget=2, timeout=5.0, retry=RetryPolicy(attempts=1)
-            ),
+            KubeApi(endpoint, budget=2, timeout=5.0, retry=RetryPolicy(attempts=1)),
             options.namespace,
             identity(),
         )
@@ -225,7 +220,7 @@ async def _run(configuration: Any, options: OperatorOptions) -> int:
     metrics.leader = True
     try:
         await operate(
-            kube, lambda: connection_info(configuration), options, stop_flag=stop, metrics=metrics
+            kube, lambda: connection_info(endpoint), options, stop_flag=stop, metrics=metrics
         )
     finally:
         metrics.leader = False

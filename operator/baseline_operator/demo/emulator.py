@@ -97,8 +97,6 @@ from kmock._internal import parsing
 from kmock._internal.rendering import ReactionMismatchError, Response
 from kubernetes import client as k8s
 
-from baseline_operator.kube.config import configuration_for
-
 Body = dict[str, Any]
 ObjectKey = tuple[kmock.resource, str | None, str]
 
@@ -942,8 +940,13 @@ async def running_emulator(
 
 
 def kube_configuration(url: str) -> k8s.Configuration:
-    """A configuration of the official client for the emulator (plain HTTP, no credentials)."""
-    return configuration_for(url)
+    """A configuration of the official client for the emulator (plain HTTP, no credentials;
+    for tests that drive the emulator with the official client, which the operator does not
+    use)."""
+    configuration = k8s.Configuration()
+    configuration.host = url.rstrip("/")
+    configuration.verify_ssl = False
+    return configuration
 
 
 # ---------------------------------------------------------------------------- for tests

@@ -26,7 +26,7 @@ from baseline_operator.controller.main import operator_in_process
 from baseline_operator.controller.options import OperatorOptions
 from baseline_operator.demo.emulator import running_emulator
 from baseline_operator.kube.client import KubeApi, collection_path
-from baseline_operator.kube.config import configuration_for, endpoint_of
+from baseline_operator.kube.config import endpoint_for
 from baseline_operator.policy.names import APPLIED_PREFIX, is_managed
 from baseline_operator.policy.objects import (
     NAMESPACE,
@@ -91,7 +91,7 @@ async def demo(count: int, out: TextIO) -> int:
         print(text, file=out, flush=True)
 
     async with running_emulator() as (_, url):
-        kube = KubeApi(endpoint_of(configuration_for(url)))
+        kube = KubeApi(endpoint_for(url))
         namespaces = demo_namespaces(count)
         for name, labels in namespaces:
             await kube.create(

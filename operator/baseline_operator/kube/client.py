@@ -123,6 +123,9 @@ class Endpoint:
 
     server: str
     ca_file: str | None = None
+    # The CA's PEM text itself (a kubeconfig's certificate-authority-data), next to or
+    # instead of ca_file.
+    ca_data: str | None = None
     insecure: bool = False
     certificate_file: str | None = None
     key_file: str | None = None
@@ -136,7 +139,7 @@ class Endpoint:
             return False
         if self.insecure:
             return False
-        context = ssl.create_default_context(cafile=self.ca_file)
+        context = ssl.create_default_context(cafile=self.ca_file, cadata=self.ca_data)
         if self.certificate_file:
             context.load_cert_chain(self.certificate_file, self.key_file)
         return context
