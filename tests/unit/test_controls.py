@@ -30,6 +30,10 @@ def test_every_object_and_mode_is_a_control_and_problems_fail() -> None:
     assert by_rule[("pod-security-enforce", None)].result == PASS
     assert by_rule[("pod-security-warn", None)].result == PASS
     assert by_rule[("network-policy", "prod-default-deny")].result == PASS
+    deny = by_rule[("network-policy", "prod-default-deny")].wire("team-a")
+    assert (
+        deny["message"] == f"{ObjectRef(NETWORK_POLICY, 'team-a', 'prod-default-deny')} is in place"
+    )
     assert by_rule[("network-policy", "prod-allow-dns")].result == FAIL
     assert "not made by baseline-operator" in by_rule[("network-policy", "prod-allow-dns")].message
     assert by_rule[("held-by-another-baseline", None)].result == SKIP

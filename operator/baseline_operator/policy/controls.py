@@ -35,6 +35,8 @@ class ControlResult:
     baseline: str
     rule: str
     result: str
+    # Empty for an object in place: its message is made when the report is written, not
+    # kept for every object of every namespace (thousands of them, all alike).
     message: str
     ref: ObjectRef | None = None  # the object the control is, if it is one
 
@@ -44,7 +46,7 @@ class ControlResult:
             "policy": self.baseline,
             "rule": self.rule,
             "result": self.result,
-            "message": self.message[:1024],
+            "message": (self.message or f"{self.ref} is in place")[:1024],
             "source": "baseline-operator",
             "category": "posture",
             "scored": True,
@@ -102,7 +104,7 @@ def control_results(
                 baseline,
                 rule_of(item),
                 FAIL if problem else PASS,
-                problem or f"{item.ref} is in place",
+                problem or "",
                 item.ref,
             )
         )
