@@ -110,7 +110,7 @@ FLOOR_MANAGER = "baseline-bench-floor"
 RUN_LABEL = "bench.baseline.dev/run"
 SELECT_LABEL = "bench.baseline.dev/selected"
 ACKNOWLEDGE_REMOVAL = "security.baseline.dev/acknowledge-removal"
-REQUEST_BUDGET = 8  # the operator's default: twice its 4 workers, at least 8
+REQUEST_BUDGET = 8  # the operator's default (--request-budget)
 WRITE_VERBS = frozenset({"POST", "PUT", "PATCH", "DELETE", "DELETECOLLECTION", "APPLY"})
 
 SPEC: dict[str, Any] = {

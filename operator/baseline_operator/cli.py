@@ -264,9 +264,9 @@ def audit(
 @click.option(
     "--workers",
     type=click.IntRange(min=1, max=64),
-    default=4,
+    default=16,
     show_default=True,
-    help="Namespaces reconciled at once.",
+    help="Namespaces reconciled at once (their requests share the request budget).",
 )
 @click.option(
     "--workload-audit/--no-workload-audit",
@@ -296,8 +296,9 @@ def audit(
 @click.option(
     "--request-budget",
     type=click.IntRange(min=1, max=256),
-    default=None,
-    help="Requests in flight at once (default: twice the workers, at least 8).",
+    default=8,
+    show_default=True,
+    help="API requests in flight at once (watches and the leader Lease are outside it).",
 )
 @click.option(
     "--username",
@@ -320,7 +321,7 @@ def run(
     workers: int,
     workload_audit: bool,
     leader_election: bool,
-    request_budget: int | None,
+    request_budget: int,
     username: str | None,
     metrics_address: str,
     eso_username: str,
@@ -337,7 +338,7 @@ def run(
         liveness=liveness,
         resync_seconds=resync_seconds,
         workers=workers,
-        request_budget=request_budget or max(8, workers * 2),
+        request_budget=request_budget,
         metrics_address=metrics_address,
         request_timeout=request_timeout,
         leader_election=leader_election,

@@ -190,7 +190,6 @@ async def running_operator(
     options = OperatorOptions(
         namespace=namespace,
         resync_seconds=resync_seconds,
-        workers=4,
         username=cluster.username,
         watch_timeout=watch_timeout,
     )

@@ -32,6 +32,7 @@ from typing import Any
 import yaml
 
 from baseline_operator.controller.baselines import ACKNOWLEDGE_REMOVAL
+from baseline_operator.controller.options import OperatorOptions
 from baseline_operator.kube.client import ApiError, Endpoint
 from baseline_operator.kube.config import USER_AGENT_ENV
 from baseline_operator.policy.objects import SECURITY_BASELINE
@@ -148,7 +149,7 @@ class OperatorProcesses:
         name: str,
         *,
         resync_seconds: int = 3600,
-        workers: int = 4,
+        workers: int = OperatorOptions().workers,
         extra: Iterable[str] = (),
         environment: Mapping[str, str] | None = None,
     ) -> OperatorProcess:

@@ -5,9 +5,13 @@ from __future__ import annotations
 import base64
 import json
 
+import pytest
+from aiohttp import web
+
 from baseline_operator.kube.client import (
     ApiError,
     Endpoint,
+    KubeApi,
     RetryPolicy,
     _retriable,
     _split_warning_header,
@@ -91,3 +95,43 @@ def test_backoff_is_capped_and_honours_retry_after() -> None:
     assert policy.delay(0, retry_after=60) == 10
     assert 0.1 <= policy.delay(0, None) <= 0.2
     assert 5 <= policy.delay(20, None) <= 10
+
+
+async def test_a_write_whose_fence_closes_while_it_connects_is_not_sent() -> None:
+    """The fence is checked once more when the connection is ready: a leader frozen while
+    it opened a connection for a write must not send that write on waking."""
+    received: list[str] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        received.append(request.method)
+        return web.json_response({"kind": "Namespace"})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    checks: list[bool] = []
+    # Open before the request and once its slot is free; closed once it has connected.
+    answers = iter([True, True, False, True, True, True, True])
+
+    def may_write() -> bool:
+        checks.append(True)
+        return next(answers)
+
+    kube = KubeApi(Endpoint(f"http://127.0.0.1:{port}"), may_write=may_write)
+    try:
+        body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "a"}}
+        with pytest.raises(ApiError) as caught:
+            await kube.apply(body)
+        assert caught.value.fenced
+        assert received == []  # connected, and nothing sent
+        assert len(checks) == 3
+        await kube.apply(body)  # the fence open again: sent over a reused connection
+        assert received == ["PATCH"]
+        assert len(checks) == 6
+    finally:
+        await kube.close()
+        await runner.cleanup()

@@ -182,7 +182,8 @@ class KubeApi:
     # Counts every request by verb and answer status (for logs, tests and benchmarks).
     on_request: Callable[[str, str, int, float], None] | None = None
     # Fencing: while this says no, no write leaves (a leader whose lease may have passed to
-    # another replica must not write); checked before each attempt, retries included.
+    # another replica must not write); checked before each attempt, retries included, once
+    # a request slot is free, and once the attempt's connection is ready.
     may_write: Callable[[], bool] | None = None
 
     def __post_init__(self) -> None:
@@ -196,10 +197,28 @@ class KubeApi:
             connector = aiohttp.TCPConnector(
                 ssl=self.endpoint.ssl_context(), limit=0, enable_cleanup_closed=True
             )
+            # A process frozen (SIGSTOP, a paused VM) while it opens a connection for a
+            # write wakes up with the handshake to finish and the write to send: the
+            # fence is checked again once the connection is ready, the last step before
+            # the request's bytes leave.
+            fence = aiohttp.TraceConfig()
+            fence.on_connection_create_end.append(self._fence_on_connection)
+            fence.on_connection_reuseconn.append(self._fence_on_connection)
             self._session = aiohttp.ClientSession(
-                base_url=None, connector=connector, headers=dict(self.endpoint.headers)
+                base_url=None,
+                connector=connector,
+                headers=dict(self.endpoint.headers),
+                trace_configs=[fence],
             )
         return self._session
+
+    async def _fence_on_connection(
+        self, session: aiohttp.ClientSession, context: Any, params: Any
+    ) -> None:
+        del session, params
+        request = context.trace_request_ctx
+        if isinstance(request, tuple):
+            self._check_fence(*request)
 
     async def close(self) -> None:
         """Close the connections (a later request opens new ones)."""
@@ -437,6 +456,7 @@ class KubeApi:
                 data=data,
                 headers=headers,
                 timeout=aiohttp.ClientTimeout(total=self.timeout),
+                trace_request_ctx=(method, path),
             ) as answer:
                 raw = await answer.read()
                 status = answer.status
