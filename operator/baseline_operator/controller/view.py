@@ -159,11 +159,8 @@ class ClusterView:
     def kind_not_served(self, kind: Kind) -> None:
         """A write found the kind not served: forget its objects now (its CRD was deleted),
         the operator's own recent writes of it too."""
-        for writes in self._pending.values():
-            for ref in [ref for ref in writes if ref.kind == kind]:
-                del writes[ref]
-        for bucket in [bucket for bucket, writes in self._pending.items() if not writes]:
-            del self._pending[bucket]
+        for ref in [ref for writes in self._pending.values() for ref in writes if ref.kind == kind]:
+            self._drop_pending(ref)
         informer = self.objects_informers.get(kind)
         if informer is not None and informer.served:
             informer.relist()

@@ -199,8 +199,9 @@ class KubeApi:
             )
             # A process frozen (SIGSTOP, a paused VM) while it opens a connection for a
             # write wakes up with the handshake to finish and the write to send: the
-            # fence is checked again once the connection is ready, the last step before
-            # the request's bytes leave.
+            # fence is checked again once the connection is ready. Not the very last
+            # step: aiohttp writes the body from a task of its own, which a freeze can
+            # still fall before (docs/benchmarks.md, why the default is 4 workers).
             fence = aiohttp.TraceConfig()
             fence.on_connection_create_end.append(self._fence_on_connection)
             fence.on_connection_reuseconn.append(self._fence_on_connection)
