@@ -264,7 +264,7 @@ def audit(
 @click.option(
     "--workers",
     type=click.IntRange(min=1, max=64),
-    default=4,
+    default=16,
     show_default=True,
     help="Namespaces reconciled at once (their requests share the request budget).",
 )

