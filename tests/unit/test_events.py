@@ -100,11 +100,11 @@ async def test_a_full_buffer_drops_normal_events_and_a_warning_takes_a_normal_on
     recorder.on_namespace("c", None, NORMAL, "Applied", "x")  # dropped: no room
     recorder.on_namespace("d", None, WARNING, "Conflict", "x")  # "a" gives way
     assert recorder.dropped == 2
-    waiting = [body["involvedObject"]["name"] for _, body in recorder._waiting]
+    waiting = [event.name for event in recorder._waiting]
     assert waiting == ["b", "d"]
     recorder.on_namespace("e", None, WARNING, "Conflict", "y")  # "b" gives way
     recorder.on_namespace("f", None, WARNING, "Conflict", "z")  # only Warnings: dropped
-    assert [body["involvedObject"]["name"] for _, body in recorder._waiting] == ["d", "e"]
+    assert [event.name for event in recorder._waiting] == ["d", "e"]
     assert recorder.dropped == 4
 
 

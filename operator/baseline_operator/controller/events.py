@@ -25,15 +25,21 @@ from typing import Any
 
 import structlog
 
+from baseline_operator.api.kinds import (
+    BASELINE_EXCEPTION,
+    EVENT,
+    NAMESPACE,
+    SECURITY_BASELINE,
+    Kind,
+)
 from baseline_operator.kube.client import ApiError, KubeApi
-from baseline_operator.policy.objects import EVENT
 
 log = structlog.get_logger(__name__)
 
 NORMAL = "Normal"
 WARNING = "Warning"
-# Events about cluster-scoped objects (a SecurityBaseline, a BaselineException) live here,
-# as kopf's do.
+# Events about cluster-scoped objects (a Namespace, a SecurityBaseline, a
+# BaselineException) live here, as kopf's do.
 CLUSTER_EVENTS_NAMESPACE = "default"
 _MAX_MESSAGE = 1024
 
@@ -47,6 +53,44 @@ def now_rfc3339() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+@dataclass(frozen=True, slots=True)
+class RecordedEvent:
+    """An Event waiting to be posted, as little as makes its body (built when posted: a
+    rollout over thousands of namespaces keeps thousands of these for minutes)."""
+
+    involved: Kind
+    name: str
+    uid: str | None
+    type: str
+    reason: str
+    message: str
+    stamp: str
+
+    def body(self, instance: str) -> dict[str, Any]:
+        involved = {
+            "apiVersion": self.involved.api_version,
+            "kind": self.involved.kind,
+            "name": self.name,
+        }
+        if self.uid:
+            involved["uid"] = self.uid
+        return {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{self.name}.", "namespace": CLUSTER_EVENTS_NAMESPACE},
+            "involvedObject": involved,
+            "type": self.type,
+            "reason": self.reason,
+            "message": self.message,
+            "source": {"component": "baseline-operator"},
+            "reportingComponent": "baseline-operator",
+            "reportingInstance": instance,
+            "firstTimestamp": self.stamp,
+            "lastTimestamp": self.stamp,
+            "count": 1,
+        }
+
+
 @dataclass
 class EventRecorder:
     kube: KubeApi
@@ -58,46 +102,30 @@ class EventRecorder:
 
     dropped: int = field(default=0, init=False)
     posted: int = field(default=0, init=False)
-    _waiting: deque[tuple[str, dict[str, Any]]] = field(default_factory=deque, init=False)
+    _waiting: deque[RecordedEvent] = field(default_factory=deque, init=False)
     _sending: bool = field(default=False, init=False)
     _wake: asyncio.Event = field(default_factory=asyncio.Event, init=False)
     _tokens: float = field(default=0.0, init=False)
     _filled_at: float | None = field(default=None, init=False)  # None: a full bucket at first
+    # The last stamp made, shared by the Events recorded within the same second.
+    _stamp: str = field(default="", init=False)
 
     # ------------------------------------------------------------------ recording
 
     def on_namespace(
         self, namespace: str, uid: str | None, type_: str, reason: str, message: str
     ) -> None:
-        involved = {"apiVersion": "v1", "kind": "Namespace", "name": namespace}
-        if uid:
-            involved["uid"] = uid
-        # A Namespace is cluster-scoped: its Events live in `default` too.
-        self._record(CLUSTER_EVENTS_NAMESPACE, involved, type_, reason, message)
+        self._record(NAMESPACE, namespace, uid, type_, reason, message)
 
     def on_baseline(
         self, name: str, uid: str | None, type_: str, reason: str, message: str
     ) -> None:
-        involved = {
-            "apiVersion": "security.baseline.dev/v1alpha1",
-            "kind": "SecurityBaseline",
-            "name": name,
-        }
-        if uid:
-            involved["uid"] = uid
-        self._record(CLUSTER_EVENTS_NAMESPACE, involved, type_, reason, message)
+        self._record(SECURITY_BASELINE, name, uid, type_, reason, message)
 
     def on_exception(
         self, name: str, uid: str | None, type_: str, reason: str, message: str
     ) -> None:
-        involved = {
-            "apiVersion": "security.baseline.dev/v1alpha1",
-            "kind": "BaselineException",
-            "name": name,
-        }
-        if uid:
-            involved["uid"] = uid
-        self._record(CLUSTER_EVENTS_NAMESPACE, involved, type_, reason, message)
+        self._record(BASELINE_EXCEPTION, name, uid, type_, reason, message)
 
     @property
     def waiting(self) -> int:
@@ -109,36 +137,32 @@ class EventRecorder:
         return not self._waiting and not self._sending
 
     def _record(
-        self, namespace: str, involved: dict[str, str], type_: str, reason: str, message: str
+        self,
+        involved: Kind,
+        name: str,
+        uid: str | None,
+        type_: str,
+        reason: str,
+        message: str,
     ) -> None:
-        stamp = now_rfc3339()
-        body = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"generateName": f"{involved['name']}.", "namespace": namespace},
-            "involvedObject": involved,
-            "type": type_,
-            "reason": reason,
-            "message": message[:_MAX_MESSAGE],
-            "source": {"component": "baseline-operator"},
-            "reportingComponent": "baseline-operator",
-            "reportingInstance": self.instance,
-            "firstTimestamp": stamp,
-            "lastTimestamp": stamp,
-            "count": 1,
-        }
         if len(self._waiting) >= self.capacity and not self._make_room(type_):
             self.dropped += 1
             return
-        self._waiting.append((namespace, body))
+        stamp = now_rfc3339()
+        if stamp == self._stamp:
+            stamp = self._stamp
+        self._stamp = stamp
+        self._waiting.append(
+            RecordedEvent(involved, name, uid, type_, reason, message[:_MAX_MESSAGE], stamp)
+        )
         self._wake.set()
 
     def _make_room(self, type_: str) -> bool:
         """A Warning takes the place of the oldest Normal Event waiting, if any."""
         if type_ != WARNING:
             return False
-        for index, (_, body) in enumerate(self._waiting):
-            if body["type"] != WARNING:
+        for index, event in enumerate(self._waiting):
+            if event.type != WARNING:
                 del self._waiting[index]
                 self.dropped += 1
                 return True
@@ -153,15 +177,16 @@ class EventRecorder:
             self._wake.clear()
             while self._waiting:
                 await asyncio.sleep(self._wait_for_token())
-                namespace, body = self._waiting.popleft()
+                event = self._waiting.popleft()
                 self._sending = True
                 try:
-                    await self.kube.create(EVENT, namespace, body)
+                    await self.kube.create(
+                        EVENT, CLUSTER_EVENTS_NAMESPACE, event.body(self.instance)
+                    )
                     self.posted += 1
                 except ApiError as exc:
-                    involved = body["involvedObject"]["name"]
                     log.info(
-                        "event not posted", reason=body["reason"], involved=involved, error=str(exc)
+                        "event not posted", reason=event.reason, involved=event.name, error=str(exc)
                     )
                 finally:
                     self._sending = False
