@@ -61,6 +61,7 @@ def informer(api: ScriptedApi, changes: list[tuple[Key, Any, Any]]) -> Informer[
         NETWORK_POLICY,
         transform,
         lambda key, old, new: changes.append((key, old, new)),
+        lambda entry: entry,  # the entry is the resourceVersion
         label_selector="app.kubernetes.io/managed-by=baseline-operator",
     )
 

@@ -37,7 +37,13 @@ def policy(namespace: str, version: str, uid: str = "u-1") -> dict[str, Any]:
 
 def view() -> tuple[ClusterView, Informer[Any]]:
     def informer(kind: Any, transform: Any) -> Informer[Any]:
-        return Informer(None, kind, transform, lambda key, old, new: None)  # type: ignore[arg-type]
+        return Informer(
+            None,  # type: ignore[arg-type]
+            kind,
+            transform,
+            lambda key, old, new: None,
+            lambda entry: entry.resource_version,
+        )
 
     policies = informer(NETWORK_POLICY, observe)
     subject = ClusterView(

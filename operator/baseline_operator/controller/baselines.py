@@ -52,6 +52,7 @@ class BaselineEntry:
     # The generation whose removal of posture someone acknowledged (the annotation
     # ACKNOWLEDGE_REMOVAL), releasing the brake on mass removal for it.
     removal_acknowledged: int | None = None
+    resource_version: str | None = field(default=None, compare=False, hash=False)
 
     @property
     def removal_acknowledged_now(self) -> bool:
@@ -120,6 +121,7 @@ def baseline_entry(body: Mapping[str, Any]) -> BaselineEntry:
         ),
         status=raw.get("status") or {},
         removal_acknowledged=_acknowledged(metadata.get("annotations")),
+        resource_version=metadata.get("resourceVersion"),
     )
 
 

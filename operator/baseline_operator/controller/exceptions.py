@@ -89,6 +89,7 @@ class ExceptionEntry:
     exception: BaselineException | None
     error: str = ""
     status: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    resource_version: str | None = field(default=None, compare=False, hash=False)
 
 
 def exception_entry(body: Mapping[str, Any]) -> ExceptionEntry:
@@ -119,6 +120,7 @@ def exception_entry(body: Mapping[str, Any]) -> ExceptionEntry:
         exception=exception,
         error=error,
         status=raw.get("status") or {},
+        resource_version=metadata.get("resourceVersion"),
     )
 
 

@@ -9,7 +9,9 @@ deletions, so nothing is missed and nothing is kept that is gone.
 
 Entries are compact: `transform` keeps of each object only what the reconciler
 reads (and may refuse an object the server's selector let through, since the
-in-process emulator does no filtering). Every change is reported to `on_change`,
+in-process emulator does no filtering), its resourceVersion included, which
+`entry_version` reads back (the store keeps nothing beside the entry: tens of
+thousands of them). Every change is reported to `on_change`,
 which only decides what to queue: the informer never calls the API for anyone.
 """
 
@@ -62,14 +64,15 @@ class Informer(Generic[E]):
     kind: Kind
     transform: Callable[[Body], E | None]
     on_change: Callable[[Key, E | None, E | None], None]
+    entry_version: Callable[[E], str | None]
     label_selector: str | None = None
     field_selector: str | None = None
     metadata_only: bool = False
     page_size: int = 500
     watch_timeout: int = 300
 
-    # namespace -> name -> (entry, resourceVersion)
-    _store: dict[str, dict[str, tuple[E, str]]] = field(default_factory=dict, init=False)
+    # namespace -> name -> entry
+    _store: dict[str, dict[str, E]] = field(default_factory=dict, init=False)
     synced: asyncio.Event = field(default_factory=asyncio.Event, init=False)
     # False while the server does not serve the kind (then the store is empty).
     served: bool = field(default=True, init=False)
@@ -79,22 +82,21 @@ class Informer(Generic[E]):
     # ------------------------------------------------------------------ reading
 
     def get(self, namespace: str, name: str) -> E | None:
-        found = self._store.get(namespace, {}).get(name)
-        return found[0] if found is not None else None
+        return self._store.get(namespace, {}).get(name)
 
     def version(self, namespace: str, name: str) -> str | None:
         found = self._store.get(namespace, {}).get(name)
-        return found[1] if found is not None else None
+        return None if found is None else self._version(found)
 
     def in_namespace(self, namespace: str) -> dict[str, E]:
-        return {name: entry for name, (entry, _) in self._store.get(namespace, {}).items()}
+        return dict(self._store.get(namespace, {}))
 
     def namespaces(self) -> Iterator[str]:
         return iter(self._store)
 
     def entries(self) -> Iterator[tuple[Key, E]]:
         for namespace, objects in self._store.items():
-            for name, (entry, _) in objects.items():
+            for name, entry in objects.items():
                 yield (namespace, name), entry
 
     def __len__(self) -> int:
@@ -158,7 +160,7 @@ class Informer(Generic[E]):
 
     async def _relist(self) -> str:
         """List everything (page by page) and replace the store, reporting the differences."""
-        fresh: dict[str, dict[str, tuple[E, str]]] = {}
+        fresh: dict[str, dict[str, E]] = {}
         after: str | None = None
         version = ""
         while True:
@@ -185,7 +187,7 @@ class Informer(Generic[E]):
                 entry = self.transform(body)
                 if entry is not None:
                     namespace, name = key_of(body)
-                    fresh.setdefault(namespace, {})[name] = (entry, version_of(body))
+                    fresh.setdefault(namespace, {})[name] = entry
             after = page.next
             if after is None:
                 break
@@ -197,13 +199,13 @@ class Informer(Generic[E]):
             before, now = old.get(namespace, {}), fresh.get(namespace, {})
             for name in sorted(set(before) | set(now)):
                 previous, current = before.get(name), now.get(name)
-                if previous is not None and current is not None and previous[1] == current[1]:
+                if (
+                    previous is not None
+                    and current is not None
+                    and self._version(previous) == self._version(current)
+                ):
                     continue
-                self.on_change(
-                    (namespace, name),
-                    previous[0] if previous else None,
-                    current[0] if current else None,
-                )
+                self.on_change((namespace, name), previous, current)
         self.synced.set()
         return version
 
@@ -213,7 +215,7 @@ class Informer(Generic[E]):
         self.served = False
         old, self._store = self._store, {}
         for namespace, objects in old.items():
-            for name, (entry, _) in objects.items():
+            for name, entry in objects.items():
                 self.on_change((namespace, name), entry, None)
         self.synced.set()  # nothing of it exists: that is known too
 
@@ -234,8 +236,11 @@ class Informer(Generic[E]):
             if not objects:
                 self._store.pop(namespace, None)
         else:
-            if previous is not None and version and previous[1] == version:
+            if previous is not None and version and self._version(previous) == version:
                 return version  # a replay of what the store holds
-            self._store.setdefault(namespace, {})[name] = (entry, version)
-        self.on_change((namespace, name), previous[0] if previous else None, entry)
+            self._store.setdefault(namespace, {})[name] = entry
+        self.on_change((namespace, name), previous, entry)
         return version or None
+
+    def _version(self, entry: E) -> str:
+        return self.entry_version(entry) or ""

@@ -81,6 +81,17 @@ def _namespace(body: Body) -> NamespaceState:
     return observe_namespace(body, FIELD_MANAGER)
 
 
+def _resource_version(
+    entry: BaselineEntry | NamespaceState | ObservedObject | ExceptionEntry,
+) -> str | None:
+    return entry.resource_version
+
+
+def _pod_version(pod: dict[str, Any]) -> str | None:
+    version = pod["metadata"].get("resourceVersion")
+    return version if isinstance(version, str) else None
+
+
 @dataclass
 class Runtime:
     kube: KubeApi
@@ -95,10 +106,21 @@ class Runtime:
         kube, options = self.kube, self.options
         watch = options.watch_timeout
         self.baselines = Informer[BaselineEntry](
-            kube, SECURITY_BASELINE, baseline_entry, self._on_baseline, watch_timeout=watch
+            kube,
+            SECURITY_BASELINE,
+            baseline_entry,
+            self._on_baseline,
+            _resource_version,
+            watch_timeout=watch,
         )
         self.namespaces = Informer[NamespaceState](
-            kube, NAMESPACE, _namespace, self._on_namespace, metadata_only=True, watch_timeout=watch
+            kube,
+            NAMESPACE,
+            _namespace,
+            self._on_namespace,
+            _resource_version,
+            metadata_only=True,
+            watch_timeout=watch,
         )
         self.objects = {
             kind: Informer[ObservedObject](
@@ -106,6 +128,7 @@ class Runtime:
                 kind,
                 self._managed_only,
                 self._on_object,
+                _resource_version,
                 label_selector=MANAGED_SELECTOR,
                 watch_timeout=watch,
             )
@@ -116,11 +139,17 @@ class Runtime:
             SERVICE_ACCOUNT,
             self._default_account,
             self._on_object,
+            _resource_version,
             field_selector="metadata.name=default",
             watch_timeout=watch,
         )
         self.exception_informer = Informer[ExceptionEntry](
-            kube, BASELINE_EXCEPTION, exception_entry, self._on_exception, watch_timeout=watch
+            kube,
+            BASELINE_EXCEPTION,
+            exception_entry,
+            self._on_exception,
+            _resource_version,
+            watch_timeout=watch,
         )
         self.pods: Informer[dict[str, Any]] | None = None
         self.view = ClusterView(
@@ -315,6 +344,7 @@ class Runtime:
                 POD,
                 pod_essence,
                 self._on_pod,
+                _pod_version,
                 watch_timeout=self.options.watch_timeout,
             )
             self.view.pods_informer = self.pods

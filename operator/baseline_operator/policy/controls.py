@@ -30,7 +30,7 @@ _RULES = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ControlResult:
     baseline: str
     rule: str

@@ -134,7 +134,7 @@ def _managers(managed_fields: Any) -> frozenset[str]:
     )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class NamespaceState:
     """A namespace as a watch last saw it."""
 
@@ -148,6 +148,7 @@ class NamespaceState:
     # Pod Security label keys another field manager set (Argo CD, a person): the operator
     # does not take them over; where they are weaker than a baseline wants, it says so.
     others_psa_keys: frozenset[str] = frozenset()
+    resource_version: str | None = None
 
 
 def observe_namespace(body: Body, manager: str) -> NamespaceState:
@@ -161,6 +162,7 @@ def observe_namespace(body: Body, manager: str) -> NamespaceState:
         terminating=bool(metadata.get("deletionTimestamp")) or status.get("phase") == "Terminating",
         owned_label_keys=None if owned is None else shared_keys(owned),
         others_psa_keys=shared_keys(_others_psa_keys(metadata.get("managedFields"), manager)),
+        resource_version=metadata.get("resourceVersion"),
     )
 
 

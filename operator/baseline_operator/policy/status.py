@@ -38,7 +38,7 @@ _SEVERITY = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Outcome:
     """What reconciling one namespace meant for one baseline."""
 

@@ -65,6 +65,7 @@ def pod_essence(body: Mapping[str, Any]) -> dict[str, Any]:
             "namespace": metadata.get("namespace"),
             "uid": metadata.get("uid"),
             "labels": dict(metadata.get("labels") or {}),
+            "resourceVersion": metadata.get("resourceVersion"),
         },
         "spec": kept,
     }
