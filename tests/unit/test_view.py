@@ -58,7 +58,7 @@ def view() -> tuple[ClusterView, Informer[Any]]:
 def test_the_watch_showing_the_written_version_reuses_the_entry_made_from_the_answer() -> None:
     subject, policies = view()
     ref = ObjectRef(NETWORK_POLICY, "team-a", "default-deny")
-    subject.wrote(ref, policy("team-a", "7"))
+    subject.wrote(ref, policy("team-a", "7"), seen=None)
 
     echoed = subject.observed(policy("team-a", "7"))
     assert echoed is subject.objects_in("team-a")[ref]  # not observed a second time
@@ -84,10 +84,10 @@ def test_the_watch_showing_the_operators_delete_is_an_echo_and_a_recreation_is_n
     subject, policies = view()
     ref = ObjectRef(NETWORK_POLICY, "team-a", "default-deny")
     policies._apply(WatchEvent("ADDED", policy("team-a", "3")))
-    subject.wrote(ref, None)  # the operator deleted it
+    subject.wrote(ref, None, seen="3")  # the operator deleted it
     assert not subject.settle(ref, observe(policy("team-a", "9", uid="u-2")))
 
-    subject.wrote(ref, None)
+    subject.wrote(ref, None, seen="3")
     policies._apply(WatchEvent("DELETED", policy("team-a", "9", uid="u-2")))
     assert subject.settle(ref, None)
     assert subject.pending_writes() == 0
@@ -97,11 +97,38 @@ def test_a_write_the_watch_has_not_shown_is_kept_and_read() -> None:
     subject, policies = view()
     ref = ObjectRef(NETWORK_POLICY, "team-a", "default-deny")
     policies._apply(WatchEvent("ADDED", policy("team-a", "3")))
-    subject.wrote(ref, policy("team-a", "5"))
+    subject.wrote(ref, policy("team-a", "5"), seen="3")
     # An event of an earlier version (the watch is behind): the answer still wins.
     assert not subject.settle(ref, observe(policy("team-a", "3")))
     assert subject.objects_in("team-a")[ref].resource_version == "5"
     assert subject.pending_writes() == 1
+
+
+def test_an_answer_that_arrives_after_the_watch_moved_on_hides_nothing() -> None:
+    # The operator creates a ResourceQuota; before its answer is taken, the watch shows
+    # the creation and the kube-controller-manager's status write after it. The answer
+    # (the older version) must not stand in for the newer one: every PUT over it would
+    # be refused as stale, for as long as nothing else changed the object.
+    subject, policies = view()
+    ref = ObjectRef(NETWORK_POLICY, "team-a", "default-deny")
+    seen = subject.watched_version(ref)
+    assert seen is None
+    policies._apply(WatchEvent("ADDED", policy("team-a", "7")))
+    policies._apply(WatchEvent("MODIFIED", policy("team-a", "8")))
+    subject.wrote(ref, policy("team-a", "7"), seen=seen)
+    assert subject.pending_writes() == 0
+    assert subject.version_of(ref) == "8"
+    assert subject.objects_in("team-a")[ref].resource_version == "8"
+
+    # A second write sent at "8", answered "9", while the watch still shows "8": kept.
+    subject.wrote(ref, policy("team-a", "9"), seen=subject.watched_version(ref))
+    assert subject.version_of(ref) == "9"
+    # A third sent at "8" whose answer comes once the watch shows "9": the earlier
+    # answer kept for the object goes too, and the watch is the truth again.
+    policies._apply(WatchEvent("MODIFIED", policy("team-a", "9")))
+    subject.wrote(ref, policy("team-a", "10"), seen="8")
+    assert subject.pending_writes() == 0
+    assert subject.version_of(ref) == "9"
 
 
 def test_a_kind_no_longer_served_takes_the_operators_recent_writes_of_it_along() -> None:
@@ -110,8 +137,8 @@ def test_a_kind_no_longer_served_takes_the_operators_recent_writes_of_it_along()
     subject, policies = view()
     shown = ObjectRef(NETWORK_POLICY, "team-a", "default-deny")
     unshown = ObjectRef(NETWORK_POLICY, "team-b", "default-deny")
-    subject.wrote(shown, policy("team-a", "7"))
-    subject.wrote(unshown, policy("team-b", "8"))
+    subject.wrote(shown, policy("team-a", "7"), seen=None)
+    subject.wrote(unshown, policy("team-b", "8"), seen=None)
     policies._apply(WatchEvent("ADDED", policy("team-a", "7")))
     assert subject.settle(shown, policies.get("team-a", "default-deny"))
 

@@ -196,13 +196,26 @@ class ClusterView:
 
     # ------------------------------------------------------------------ the operator's writes
 
-    def wrote(self, ref: ObjectRef, answer: dict[str, Any] | None) -> None:
-        """Remember the server's answer to a write (None: deleted) until the watch shows it."""
+    def watched_version(self, ref: ObjectRef) -> str | None:
+        """The resourceVersion the watch shows now (None: not there); what a write takes
+        before it is sent, for `wrote`."""
+        return self._watched_version(ref)
+
+    def wrote(self, ref: ObjectRef, answer: dict[str, Any] | None, *, seen: str | None) -> None:
+        """Remember the server's answer to a write (None: deleted) until the watch shows it.
+        `seen`: the version the watch showed when the write was sent."""
         before = self._watched_version(ref)
         self._forget_found(ref)
         informer = self.objects_informers.get(ref.kind)
         if informer is not None and not informer.served:
             informer.relist()  # the kind is served again (its CRD came back): watch it now
+        if before != seen:
+            # The watch moved while the write was in flight: it shows this write already,
+            # or a change made since (the kube-controller-manager writes a ResourceQuota's
+            # status as soon as it exists). Kept, the answer would hide that change until
+            # the next one, and every PUT over the answer's version would be refused.
+            self._drop_pending(ref)
+            return
         if answer is None:
             if before is None:
                 return  # nothing watched to hide

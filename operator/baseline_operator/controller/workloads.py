@@ -132,16 +132,17 @@ class WorkloadAuditor:
         ref = ObjectRef(POLICY_REPORT, namespace, POLICY_REPORT_NAME)
         current = self.view.objects_of(POLICY_REPORT, namespace).get(ref)
         controls = [control.wire(namespace) for control in known]
+        seen = self.view.watched_version(ref)
         try:
             if results or controls:
                 report = policy_report(namespace, results, controls)
                 desired = DesiredObject(ref, report, None)
                 if current is None or not in_sync(current, desired):
                     answer = await self.kube.apply(with_desired_hash(desired))
-                    self.view.wrote(ref, answer.body)
+                    self.view.wrote(ref, answer.body, seen=seen)
             elif current is not None and current.managed:
                 await self.kube.delete(ref, current.uid)
-                self.view.wrote(ref, None)
+                self.view.wrote(ref, None, seen=seen)
         except ApiError as exc:
             if exc.not_found:
                 self.reports_served = False  # looked at again on the next resync

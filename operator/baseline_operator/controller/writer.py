@@ -80,26 +80,28 @@ class Writer:
 
     async def apply(self, item: Apply) -> WriteFailure | None:
         ref = item.desired.ref
+        seen = self.view.watched_version(ref)
         try:
             if item.desired.ownership is Ownership.FIELDS or item.reason is ApplyReason.RELEASE:
                 answer = (await self.kube.apply(item.body)).body
             elif item.reason is ApplyReason.CREATE:
-                return await self._create(item)
+                return await self._create(item, seen)
             else:
                 answer = await self._replace(item)
         except ApiError as exc:
             return self._failed(ref, exc)
-        self.view.wrote(ref, answer)
+        self.view.wrote(ref, answer, seen=seen)
         return None
 
     async def delete(self, item: Delete) -> WriteFailure | None:
+        seen = self.view.watched_version(item.ref)
         try:
             await self.kube.delete(item.ref, item.uid)
         except ApiError as exc:
             if exc.conflict:
                 return None  # replaced since it was seen (uid): not ours to delete any more
             return self._failed(item.ref, exc)
-        self.view.wrote(item.ref, None)
+        self.view.wrote(item.ref, None, seen=seen)
         return None
 
     def _failed(self, ref: ObjectRef, error: ApiError) -> WriteFailure:
@@ -114,6 +116,7 @@ class Writer:
         metadata: dict[str, Any] = {"name": namespace}
         if labels:
             metadata["labels"] = labels
+        seen = self.view.watched_version(ref)
         try:
             answer = await self.kube.apply(
                 {"apiVersion": "v1", "kind": "Namespace", "metadata": metadata}
@@ -122,10 +125,10 @@ class Writer:
             if exc.not_found and not exc.kind_not_served:
                 return WriteFailure(ref, FailureKind.NAMESPACE_GONE, str(exc))
             return classify(ref, exc)
-        self.view.wrote(ref, answer.body)
+        self.view.wrote(ref, answer.body, seen=seen)
         return None
 
-    async def _create(self, item: Apply) -> WriteFailure | None:
+    async def _create(self, item: Apply, seen: str | None) -> WriteFailure | None:
         ref = item.desired.ref
         try:
             answer = await self.kube.create(
@@ -135,7 +138,7 @@ class Writer:
             if not exc.already_exists:
                 raise
         else:
-            self.view.wrote(ref, answer)
+            self.view.wrote(ref, answer, seen=seen)
             return None
         # Someone else's object (or one of ours the watch has not shown yet) holds the name.
         current = await self.kube.get(ref)
@@ -143,7 +146,7 @@ class Writer:
             return WriteFailure(ref, FailureKind.STALE, f"{ref}: deleted while being created")
         labels = (current.get("metadata") or {}).get("labels") or {}
         if is_managed(labels):
-            self.view.wrote(ref, current)
+            self.view.wrote(ref, current, seen=seen)
         else:
             self.view.found(observe(current))
         return WriteFailure(ref, FailureKind.STALE, f"{ref}: exists; looked at it again")
