@@ -44,8 +44,18 @@ from baseline_operator.policy.status import Outcome, Result
 
 log = structlog.get_logger(__name__)
 
-# How soon a namespace whose view was stale (a write raced the watch) is looked at again.
+# How soon a namespace whose view was stale (a write raced the watch) is looked at again:
+# at once, nearly; then, while it stays stale, twice as long each time up to a cap, with
+# a warning once it has stayed so for STALE_WARN_AFTER passes (a watch that stopped
+# delivering, or a view that holds a version the server has left behind).
 STALE_RETRY = 0.2
+STALE_MAX_RETRY = 10.0
+STALE_WARN_AFTER = 5
+
+
+def stale_retry_delay(passes: int) -> float:
+    """How long to wait before the next look at a namespace after `passes` stale passes."""
+    return min(STALE_RETRY * 2.0 ** (passes - 1), STALE_MAX_RETRY)
 
 
 class RetryLater(Exception):
@@ -77,6 +87,8 @@ class NamespaceReconciler:
     )
     # How many times each namespace was reconciled (logs and tests); dropped with it.
     reconciled: Counter[str] = field(default_factory=Counter)
+    # Passes in a row that found the view of a namespace behind the server.
+    stale_passes: Counter[str] = field(default_factory=Counter)
 
     def forget(self, name: str) -> None:
         """Drop everything kept for a namespace that is gone."""
@@ -85,6 +97,7 @@ class NamespaceReconciler:
         self._controls.pop(name, None)
         self._previews.pop(name, None)
         self.reconciled.pop(name, None)
+        self.stale_passes.pop(name, None)
         self.view.forget_namespace(name)
         self.status.record(name, {})
 
@@ -94,6 +107,7 @@ class NamespaceReconciler:
             set(self._raised)
             | set(self._previews)
             | set(self.reconciled)
+            | set(self.stale_passes)
             | set(self._orphan_conflicts)
             | set(self._controls)
         )
@@ -148,12 +162,22 @@ class NamespaceReconciler:
         if any(f.kind is FailureKind.FENCED for f in failures.values()):
             # Leadership is in doubt: nothing is judged or reported until it is back.
             raise RetryLater(f"namespace {name}: writes held back while not the leader")
-        if any(f.kind is FailureKind.STALE for f in failures.values()):
+        stale = [f.message for f in failures.values() if f.kind is FailureKind.STALE]
+        if stale:
             # A write raced the watch, or found someone else's object where the baseline
-            # wants one: this pass judged a view that was behind. Look again at once, and
+            # wants one: this pass judged a view that was behind. Look again soon, and
             # report only what a pass over a current view finds.
-            self.enqueue(namespace_key(name), STALE_RETRY)
+            passes = self.stale_passes[name] = self.stale_passes[name] + 1
+            if passes == STALE_WARN_AFTER:
+                log.warning(
+                    "the view of a namespace stays behind the API server",
+                    namespace=name,
+                    passes=passes,
+                    writes=stale[:3],
+                )
+            self.enqueue(namespace_key(name), stale_retry_delay(passes))
             return
+        self.stale_passes.pop(name, None)
         reported = {ref: f for ref, f in failures.items() if f.reported}
 
         psa_held = pod_security_held_by_others(plan.labels, state)
