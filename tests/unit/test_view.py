@@ -8,9 +8,11 @@ from typing import Any
 import pytest
 
 from baseline_operator.api.kinds import NAMESPACE, NETWORK_POLICY, SERVICE_ACCOUNT, ObjectRef
+from baseline_operator.api.sharing import shared_label_items
 from baseline_operator.controller.informer import Informer
 from baseline_operator.controller.view import ClusterView
 from baseline_operator.kube.client import WatchEvent
+from baseline_operator.policy.controls import _kept_ref
 from baseline_operator.policy.diff import observe, observe_namespace
 
 MANAGED = {
@@ -169,3 +171,28 @@ def test_shared_label_sets_cannot_be_changed_through_an_entry() -> None:
     with pytest.raises(TypeError):
         entry.labels["app.kubernetes.io/managed-by"] = "someone"  # type: ignore[index]
     assert observe(policy("team-b", "4")).labels == MANAGED
+
+
+def test_the_labels_a_baseline_sets_are_kept_once_for_every_namespace() -> None:
+    # The Pod Security preview of each namespace is remembered with the labels it was
+    # made for: equal sets, built afresh for each namespace, are one tuple.
+    def wanted() -> dict[str, str]:
+        return {
+            "pod-security.kubernetes.io/enforce": "restricted",
+            "security.baseline.dev/applied-prod": "true",
+        }
+
+    first, second = shared_label_items(wanted()), shared_label_items(wanted())
+    assert first is second
+    assert first == tuple(sorted(wanted().items()))
+    assert shared_label_items({"a": "1"}) != first
+
+
+def test_the_controls_kept_for_a_namespace_share_their_names() -> None:
+    deny = ObjectRef(NETWORK_POLICY, "".join(["team-", "a"]), "".join(["prod-", "deny"]))
+    again = ObjectRef(NETWORK_POLICY, "".join(["team-", "a"]), "".join(["prod-", "deny"]))
+    assert deny.name is not again.name
+    kept = [_kept_ref(ref) for ref in (deny, again)]
+    assert kept[0] == deny
+    assert kept[0].name is kept[1].name
+    assert kept[0].namespace is kept[1].namespace

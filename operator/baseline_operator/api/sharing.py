@@ -53,6 +53,7 @@ class SharedValues(Generic[V]):
 
 
 _label_sets: SharedValues[Mapping[str, str]] = SharedValues()
+_label_items: SharedValues[tuple[tuple[str, str], ...]] = SharedValues()
 _key_sets: SharedValues[frozenset[str]] = SharedValues()
 
 
@@ -63,6 +64,13 @@ def shared_labels(labels: Mapping[str, str]) -> Mapping[str, str]:
         return EMPTY_MAPPING
     items = tuple(sorted((shared_str(str(k)), shared_str(str(v))) for k, v in labels.items()))
     return _label_sets.get(items, lambda: MappingProxyType(dict(items)))
+
+
+def shared_label_items(labels: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """A label set as sorted (key, value) pairs, one instance per distinct set (the labels
+    the operator sets repeat in every namespace a baseline selects)."""
+    items = tuple(sorted((shared_str(str(k)), shared_str(str(v))) for k, v in labels.items()))
+    return _label_items.get(items, lambda: items)
 
 
 def interned_labels(labels: Mapping[str, str]) -> dict[str, str]:

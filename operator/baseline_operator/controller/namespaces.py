@@ -16,6 +16,7 @@ from typing import Any
 import structlog
 
 from baseline_operator.api.resource import SecurityBaseline
+from baseline_operator.api.sharing import shared_label_items
 from baseline_operator.controller.baselines import BaselineEntry
 from baseline_operator.controller.brake import RemovalBrake
 from baseline_operator.controller.events import WARNING
@@ -337,7 +338,7 @@ class NamespaceReconciler:
 
     async def _preview(self, namespace: str, labels: Mapping[str, str]) -> tuple[str, ...]:
         """The API server's warnings about running pods the new enforce level would reject."""
-        wanted = tuple(sorted(labels.items()))
+        wanted = shared_label_items(labels)
         cached = self._previews.get(namespace)
         if cached is not None and cached[0] == wanted:
             return cached[1]

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from baseline_operator.api.sharing import shared_str
 from baseline_operator.policy.objects import DesiredObject, ObjectRef
 
 PASS = "pass"
@@ -92,9 +93,9 @@ def control_results(
         results.append(
             ControlResult(
                 baseline,
-                f"pod-security-{mode}",
+                shared_str(f"pod-security-{mode}"),
                 FAIL if problem else PASS,
-                problem or f"pod-security.kubernetes.io/{mode}={level}",
+                problem or shared_str(f"pod-security.kubernetes.io/{mode}={level}"),
             )
         )
     for item in sorted(objects, key=lambda desired: desired.ref):
@@ -105,7 +106,7 @@ def control_results(
                 rule_of(item),
                 FAIL if problem else PASS,
                 problem or "",
-                item.ref,
+                _kept_ref(item.ref),
             )
         )
     for held in held_elsewhere:
@@ -120,6 +121,13 @@ def control_results(
             )
         )
     return results
+
+
+def _kept_ref(ref: ObjectRef) -> ObjectRef:
+    """The reference a kept result holds, its names shared: the controls of every
+    namespace are kept, and their object names repeat in each."""
+    namespace = shared_str(ref.namespace) if ref.namespace else ref.namespace
+    return ObjectRef(ref.kind, namespace, shared_str(ref.name))
 
 
 def audit_results(baseline: str, outcome_message: str, compliant: bool) -> list[ControlResult]:
