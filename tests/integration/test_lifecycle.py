@@ -95,6 +95,28 @@ async def test_a_new_namespace_gets_every_object_with_one_write_each(cluster: Cl
         assert (await cluster.status("prod"))["namespaces"]["compliant"] == 1
 
 
+async def test_the_enforce_level_rises_only_after_its_dry_run(cluster: Cluster) -> None:
+    # Look before you leap: the dry run of the label change is answered before the labels
+    # that raise the level are written (it goes out beside the objects' writes).
+    async with running_operator(cluster) as operator:
+        await cluster.create_baseline(baseline(**FULL_SPEC))
+        await operator.settled()
+        await cluster.create_namespace("team-a", env="prod")
+
+        async def raised() -> bool:
+            return (await cluster.labels("team-a")).get(ENFORCE) == "restricted"
+
+        await eventually(raised)
+        await operator.settled()
+    path = "/api/v1/namespaces/team-a"
+    on_namespace = [
+        (index, request.dry_run)
+        for index, request in enumerate(write_requests(cluster.emulator, include_dry_run=True))
+        if request.method == "PATCH" and request.path == path
+    ]
+    assert [dry for _, dry in on_namespace] == [True, False], on_namespace
+
+
 async def test_relabelled_namespace_loses_the_baselines_objects_and_labels(
     cluster: Cluster,
 ) -> None:
