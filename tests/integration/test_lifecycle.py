@@ -96,8 +96,8 @@ async def test_a_new_namespace_gets_every_object_with_one_write_each(cluster: Cl
 
 
 async def test_the_enforce_level_rises_only_after_its_dry_run(cluster: Cluster) -> None:
-    # Look before you leap: the dry run of the label change is answered before the labels
-    # that raise the level are written (it goes out beside the objects' writes).
+    # Look before you leap: the dry run of the label change reaches the server before the
+    # labels that raise the level are written.
     async with running_operator(cluster) as operator:
         await cluster.create_baseline(baseline(**FULL_SPEC))
         await operator.settled()

@@ -144,22 +144,17 @@ class NamespaceReconciler:
         changes = diff_namespace(plan.labels, plan.objects, state, observed, owners)
 
         preview: tuple[str, ...] = ()
-        previewing: asyncio.Task[tuple[str, ...]] | None = None
         enforced = plan.labels.get(level_key("enforce"))
         if changes.labels is not None and enforce_raised(state.labels, changes.labels):
-            # The dry run goes out with the objects' writes: its answer is needed before
-            # the labels that raise the level, not before the objects.
-            previewing = asyncio.ensure_future(self._preview(name, changes.labels))
+            preview = await self._preview(name, changes.labels)
+            self._raised[name] = (enforced, preview)
         elif name in self._raised and self._raised[name][0] == enforced:
             # The warnings of the last raise stay in the report while that level holds.
             preview = self._raised[name][1]
         else:
             self._raised.pop(name, None)
 
-        failures = await self._execute(state, changes, previewing)
-        if previewing is not None:
-            preview = previewing.result()
-            self._raised[name] = (enforced, preview)
+        failures = await self._execute(state, changes)
         if any(f.kind is FailureKind.NAMESPACE_GONE for f in failures.values()):
             # Deleted under our feet (the watch had not said so yet): not a failure.
             log.info("namespace went away while being reconciled", namespace=name)
@@ -327,29 +322,19 @@ class NamespaceReconciler:
             self._orphan_conflicts.pop(state.name, None)
 
     async def _execute(
-        self,
-        state: NamespaceState,
-        changes: NamespaceChanges,
-        previewing: asyncio.Task[tuple[str, ...]] | None = None,
+        self, state: NamespaceState, changes: NamespaceChanges
     ) -> dict[ObjectRef, WriteFailure]:
-        """Make the writes; the failures by object (the namespace itself for labels). The
-        labels wait for the objects, and for the Pod Security dry run (`previewing`)."""
-        try:
-            outcomes = await asyncio.gather(
-                *(self.writer.apply(item) for item in changes.applies),
-                *(self.writer.delete(item) for item in changes.deletes),
-            )
-            failures = {failure.ref: failure for failure in outcomes if failure is not None}
-            if previewing is not None:
-                await previewing  # look before the level rises
-            if changes.labels is not None:
-                failure = await self.writer.apply_labels(state.name, changes.labels)
-                if failure is not None:
-                    failures[failure.ref] = failure
-            return failures
-        finally:
-            if previewing is not None and not previewing.done():
-                previewing.cancel()
+        """Make the writes; the failures by object (the namespace itself for labels)."""
+        outcomes = await asyncio.gather(
+            *(self.writer.apply(item) for item in changes.applies),
+            *(self.writer.delete(item) for item in changes.deletes),
+        )
+        failures = {failure.ref: failure for failure in outcomes if failure is not None}
+        if changes.labels is not None:
+            failure = await self.writer.apply_labels(state.name, changes.labels)
+            if failure is not None:
+                failures[failure.ref] = failure
+        return failures
 
     async def _preview(self, namespace: str, labels: Mapping[str, str]) -> tuple[str, ...]:
         """The API server's warnings about running pods the new enforce level would reject."""
