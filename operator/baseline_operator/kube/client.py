@@ -479,7 +479,8 @@ class _FencedBody(aiohttp.BytesPayload):
     loop. A process frozen (SIGSTOP, a paused VM) between the checks before the request and
     that task would, on waking, send a write it queued while it was still the leader. Here
     the check and the hand-over happen with nothing between them that can yield: refused,
-    nothing of the request leaves, and the connection is closed.
+    nothing of the request leaves, and the connection is closed. (An aiohttp that sent the
+    headers first would leave the server a request without its body, never acted on.)
     """
 
     def __init__(self, value: bytes, content_type: str, check_fence: Callable[[], None]):
