@@ -23,7 +23,7 @@ class ScriptedApi:
     a list of events, or an exception to raise); then blocks, as an idle watch does."""
 
     lists: list[list[Page] | ApiError]
-    watches: list[list[WatchEvent] | ApiError]
+    watches: list[list[WatchEvent] | Exception]
     listed_selectors: list[str | None] = field(default_factory=list)
     watched_from: list[str] = field(default_factory=list)
     done: asyncio.Event = field(default_factory=asyncio.Event)
@@ -45,7 +45,7 @@ class ScriptedApi:
             self.done.set()
             await asyncio.Event().wait()
         script = self.watches.pop(0)
-        if isinstance(script, ApiError):
+        if isinstance(script, Exception):
             raise script
         for event in script:
             yield event
@@ -132,6 +132,39 @@ async def test_a_dropped_watch_resumes_from_the_last_version_without_listing() -
     assert subject.stats.watch_restarts == 1
     assert changes[-1] == (("team-a", "a"), "5", None)
     assert len(subject) == 0
+
+
+async def test_an_unexpected_watch_failure_lists_again_and_the_informer_lives_on() -> None:
+    # Not every failure is an ApiError (aiohttp raises a bare RuntimeError when a
+    # connection drops between two reads): the informer must neither die nor go stale.
+    api = ScriptedApi(
+        lists=[[Page([policy("a", "5")], "10", None)], [Page([policy("a", "8")], "30", None)]],
+        watches=[RuntimeError("Connection closed."), [WatchEvent("DELETED", policy("a", "31"))]],
+    )
+    changes: list[tuple[Key, Any, Any]] = []
+    subject = informer(api, changes)
+    await run_until_done(api, subject)
+    assert subject.stats.watch_restarts == 1
+    assert api.watched_from == ["10", "30", "31"]  # listed again, then watched on
+    assert subject.get("team-a", "a") is None
+    assert changes == [
+        (("team-a", "a"), None, "5"),
+        (("team-a", "a"), "5", "8"),
+        (("team-a", "a"), "8", None),
+    ]
+    await subject.stop()
+
+
+async def test_stopping_an_informer_whose_task_failed_raises_nothing() -> None:
+    subject = informer(ScriptedApi(lists=[], watches=[]), [])
+
+    async def failing() -> None:
+        raise RuntimeError("Connection closed.")
+
+    subject._task = asyncio.create_task(failing())
+    await asyncio.sleep(0)  # it has failed already when the stop comes
+    await subject.stop()  # the failure is moot once stopping
+    assert subject._task is None
 
 
 async def test_a_kind_not_served_is_known_to_be_empty() -> None:

@@ -119,7 +119,8 @@ class Informer(Generic[E]):
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            # Stopping: however the task ended (an error racing the cancellation) is moot.
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
             self._task = None
 
@@ -156,6 +157,19 @@ class Informer(Generic[E]):
                 self.stats.watch_restarts += 1
                 delay = min(0.5 * 2 ** (failures - 1), MAX_BACKOFF)
                 log.info("watch interrupted", kind=self.kind.plural, error=str(exc), retry_in=delay)
+                await asyncio.sleep(delay)
+            except Exception as exc:  # an informer never dies: it lists again, as a reflector
+                failures += 1
+                self.stats.watch_restarts += 1
+                delay = min(0.5 * 2 ** (failures - 1), MAX_BACKOFF)
+                log.warning(
+                    "watch failed; listing again",
+                    kind=self.kind.plural,
+                    error=repr(exc),
+                    retry_in=delay,
+                    exc_info=True,
+                )
+                version = None
                 await asyncio.sleep(delay)
 
     async def _relist(self) -> str:

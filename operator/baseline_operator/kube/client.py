@@ -350,7 +350,9 @@ class KubeApi:
                         )
                     if isinstance(body, dict):
                         yield WatchEvent(event_type, body)
-        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError, RuntimeError) as exc:
+            # RuntimeError: aiohttp's "Connection closed." when the connection drops
+            # between two reads of the stream.
             raise ApiError(0, "Unreachable", f"watch {kind.plural}: {exc!r}") from exc
 
     # ------------------------------------------------------------------ transport
@@ -450,7 +452,9 @@ class KubeApi:
                     for value in answer.headers.getall("Warning", [])
                     for text in _split_warning_header(value)
                 )
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        except (aiohttp.ClientError, OSError, TimeoutError, RuntimeError) as exc:
+            # RuntimeError: aiohttp's "Connection closed." (the connection dropped while
+            # the answer was read).
             self._count(method, path, 0, loop.time() - started)
             if isinstance(data, _FencedBody) and data.refused is not None:
                 return data.refused, None, None
