@@ -17,8 +17,8 @@ class OperatorOptions:
     # More workers than requests: a reconcile spends part of its time between requests
     # (reading the view, planning, waiting for its labels' write after its objects'), and
     # other namespaces' writes fill the budget meanwhile. The budget alone bounds the
-    # load on the API server (a fresh install of 1,000 namespaces: 1.10x the time of the
-    # same writes sent straight with 16 workers, 1.89x with 4; docs/benchmarks.md).
+    # load on the API server. How much 16 buy over 4 is not settled by the measurements
+    # so far (docs/benchmarks.md).
     workers: int = 16
     request_budget: int = 8
     # How long one request may take before it is given up (and retried).

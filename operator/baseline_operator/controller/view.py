@@ -179,7 +179,7 @@ class ClusterView:
     def version_of(self, ref: ObjectRef) -> str | None:
         """The resourceVersion of an object as last known (a recent write's answer first)."""
         pending = self._pending.get(_bucket(ref), {}).get(ref)
-        watched = self._watched_version(ref)
+        watched = self.watched_version(ref)
         if pending is not None and watched == pending.stale_version:
             entry = pending.entry
             return entry.resource_version if isinstance(entry, ObservedObject) else None
@@ -196,15 +196,10 @@ class ClusterView:
 
     # ------------------------------------------------------------------ the operator's writes
 
-    def watched_version(self, ref: ObjectRef) -> str | None:
-        """The resourceVersion the watch shows now (None: not there); what a write takes
-        before it is sent, for `wrote`."""
-        return self._watched_version(ref)
-
     def wrote(self, ref: ObjectRef, answer: dict[str, Any] | None, *, seen: str | None) -> None:
         """Remember the server's answer to a write (None: deleted) until the watch shows it.
         `seen`: the version the watch showed when the write was sent."""
-        before = self._watched_version(ref)
+        before = self.watched_version(ref)
         self._forget_found(ref)
         informer = self.objects_informers.get(ref.kind)
         if informer is not None and not informer.served:
@@ -260,7 +255,7 @@ class ClusterView:
         if informer is not None and not informer.served:
             self._drop_pending(ref)  # no object of a kind not served exists
         else:
-            self._resolve(ref, self._watched_version(ref))
+            self._resolve(ref, self.watched_version(ref))
         return echo
 
     def found(self, observed: ObservedObject) -> None:
@@ -331,7 +326,7 @@ class ClusterView:
         for ref in list(self._pending.get(namespace, {})):
             if ref.kind == NAMESPACE or (wanted is not None and ref.kind not in wanted):
                 continue
-            overridden, entry = self._resolve(ref, self._watched_version(ref))
+            overridden, entry = self._resolve(ref, self.watched_version(ref))
             if not overridden:
                 continue
             if isinstance(entry, ObservedObject):
@@ -357,7 +352,9 @@ class ClusterView:
             if not writes:
                 del self._pending[_bucket(ref)]
 
-    def _watched_version(self, ref: ObjectRef) -> str | None:
+    def watched_version(self, ref: ObjectRef) -> str | None:
+        """The resourceVersion the watch shows now (None: not there); what a write takes
+        before it is sent, for `wrote`."""
         if ref.kind == NAMESPACE:
             return self.namespaces_informer.version("", ref.name)
         namespace = ref.namespace or ""
