@@ -30,7 +30,12 @@ Phases, in order:
 5. memory: the operator's RSS (VmRSS, VmHWM) with nothing selected, with N unselected
    namespaces (the floor's), after converging, after a restart; then pods are created
    (compliant with Pod Security `restricted`), workloadAudit is enabled, and the
-   operator restarted once more: RSS per 10,000 pods.
+   operator restarted once more: RSS per 10,000 pods;
+6. the floor again (new namespaces, no operator running): how far the machine's speed
+   drifted over the run; the install is also given against the mean of both floors.
+
+The API server's CPU (its `process_cpu_seconds_total`) and the client's are reported for
+the floor and the install, per 1,000 writes: where the time goes.
 
 Run (from the repository root):
 
@@ -223,10 +228,16 @@ _SERIES = re.compile(r"^apiserver_request_total\{(.*)\} (\S+)$")
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 
-async def write_counts(kube: KubeApi) -> Counter[Series]:
-    """Write requests the API server counted, by clients that are not the control plane's."""
+_CPU = re.compile(r"^process_cpu_seconds_total (\S+)$", re.MULTILINE)
+
+
+async def server_sample(kube: KubeApi) -> tuple[Counter[Series], float]:
+    """Write requests the API server counted, by clients that are not the control plane's,
+    and the CPU seconds the API server has used."""
     counts: Counter[Series] = Counter()
-    for line in (await kube.get_text("/metrics")).splitlines():
+    text = await kube.get_text("/metrics")
+    cpu = _CPU.search(text)
+    for line in text.splitlines():
         match = _SERIES.match(line)
         if not match:
             continue
@@ -244,7 +255,14 @@ async def write_counts(kube: KubeApi) -> Counter[Series]:
             labels["verb"],
         )
         counts[key] += int(float(match.group(2)))
-    return counts
+    return counts, float(cpu.group(1)) if cpu else 0.0
+
+
+@dataclass(frozen=True)
+class Window:
+    counts: Counter[Series]
+    own: Counter[Series]
+    server_cpu: float
 
 
 @dataclass
@@ -259,6 +277,7 @@ class Writes:
     events: int = 0
     other: int = 0
     detail: dict[str, int] = field(default_factory=dict)
+    server_cpu_seconds: float = 0.0  # the API server's CPU over the phase
 
     @property
     def posture(self) -> int:
@@ -467,12 +486,17 @@ async def send_floor(endpoint: Endpoint, namespaces: list[str], baseline: str) -
                 if answer.status >= 300:
                     failures.append(f"{method} {path}: {answer.status}")
 
-        started, wall = time.perf_counter(), time.time()
+        started, wall, cpu = time.perf_counter(), time.time(), time.process_time()
         await bounded(send(*write) for write in writes)
         elapsed = time.perf_counter() - started
     if failures:
         raise RuntimeError(f"the floor's writes failed: {failures[:5]} ({len(failures)} in all)")
-    return {"seconds": elapsed, "writes": len(writes), "started": wall}
+    return {
+        "seconds": elapsed,
+        "writes": len(writes),
+        "started": wall,
+        "cpu_seconds": time.process_time() - cpu,
+    }
 
 
 # ----------------------------------------------------------------------------- watching
@@ -834,6 +858,7 @@ class ScaleRun:
         )
         self.operators: list[OperatorProcess] = []
         self.floor_names = [f"{self.prefix}-floor-{i}" for i in range(self.count)]
+        self.floor_again_names = [f"{self.prefix}-floor2-{i}" for i in range(self.count)]
         self.names = [f"{self.prefix}-ns-{i}" for i in range(self.count)]
         self.floor_seconds = 0.0
         self.results: dict[str, Any] = {
@@ -872,13 +897,17 @@ class ScaleRun:
             *command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
 
-    async def window(self) -> tuple[Counter[Series], Counter[Series]]:
-        """The server's write counts and the benchmark's own, at the start of a phase."""
-        return await write_counts(self.kube), Counter(self.bench.own)
+    async def window(self) -> Window:
+        """The server's write counts and CPU and the benchmark's own writes, at the start of
+        a phase."""
+        counts, cpu = await server_sample(self.kube)
+        return Window(counts, Counter(self.bench.own), cpu)
 
-    async def writes_since(self, start: tuple[Counter[Series], Counter[Series]]) -> Writes:
-        before, own_before = start
-        return Writes.between(before, await write_counts(self.kube), self.bench.own - own_before)
+    async def writes_since(self, start: Window) -> Writes:
+        counts, cpu = await server_sample(self.kube)
+        writes = Writes.between(start.counts, counts, self.bench.own - start.own)
+        writes.server_cpu_seconds = cpu - start.server_cpu
+        return writes
 
     async def measure(self) -> dict[str, Any]:
         await install(self.kube, self.operator_namespace)
@@ -886,13 +915,19 @@ class ScaleRun:
         try:
             await self.bench.create_baseline(baseline_body(self.baseline))
             await self.nothing_selected()
-            await self.floor()
+            await self.floor("floor", self.floor_names)
+            self.floor_seconds = self.results["floor"]["seconds"]
             await self.unselected()
             operator = await self.fresh_install()
             operator = await self.restart(operator)
             await self.at_rest(operator)
             if self.args.pods:
                 await self.pods(operator)
+            # The floor once more, so that a drift of the machine's speed over the run shows.
+            for operator in self.operators:
+                if operator.alive():
+                    await operator.stop()
+            await self.floor("floor_again", self.floor_again_names)
             self.results["peak_rss"] = max(value["VmHWM"] for value in _memories(self.results))
         finally:
             for operator in self.operators:
@@ -912,18 +947,18 @@ class ScaleRun:
         await operator.stop()
         say(f"operator with nothing selected: {self.results['rss_empty']}")
 
-    async def floor(self) -> None:
+    async def floor(self, key: str, names: list[str]) -> None:
         """The same writes from a plain client in a process of its own (as the operator is),
-        in namespaces nothing selects."""
+        in namespaces nothing selects, while no operator runs."""
         started = time.perf_counter()
-        await self.bench.create_namespaces(self.floor_names, selected=False)
+        await self.bench.create_namespaces(names, selected=False)
         await self.tracker.wait(
-            lambda: all(name in self.tracker.automount for name in self.floor_names),
+            lambda: all(name in self.tracker.automount for name in names),
             600,
             "default ServiceAccounts of the floor's namespaces",
         )
-        self.results["create_namespaces_seconds"] = time.perf_counter() - started
-        for name in self.floor_names:
+        self.results.setdefault("create_namespaces_seconds", time.perf_counter() - started)
+        for name in names:
             self.tracker.expect(name, plan_for(name, self.floor_baseline))
         await asyncio.sleep(2)
         start = await self.window()
@@ -932,7 +967,7 @@ class ScaleRun:
             json.dumps(
                 {
                     "kubeconfig": str(self.cluster.kubeconfig),
-                    "namespaces": self.floor_names,
+                    "namespaces": names,
                     "baseline": self.floor_baseline,
                 }
             )
@@ -944,15 +979,16 @@ class ScaleRun:
             raise RuntimeError("the floor's client failed")
         sent = json.loads(task.read_text())["result"]
         counted = await self.writes_since(start)
-        seen = await self.tracker.all_served(self.floor_names, 120, "the floor's writes seen")
-        self.floor_seconds = sent["seconds"]
-        self.results["floor"] = {
+        seen = await self.tracker.all_served(names, 120, "the floor's writes seen")
+        self.results[key] = {
             "seconds": sent["seconds"],
             "writes_sent": sent["writes"],
             "writes_counted": counted.posture,
             "seen_after": seen - sent["started"],
+            "client_cpu_seconds": sent["cpu_seconds"],
+            "server_cpu_seconds": counted.server_cpu_seconds,
         }
-        say(f"floor: {sent['writes']} writes in {self.floor_seconds:.2f} s")
+        say(f"{key}: {sent['writes']} writes in {sent['seconds']:.2f} s")
 
     async def unselected(self) -> None:
         """The operator with N namespaces it does not select (the floor's)."""
@@ -979,6 +1015,8 @@ class ScaleRun:
         limit = min(3600.0, 20 * self.floor_seconds + 120)
         last = await self.tracker.all_served(self.names, limit, "fresh install")
         converged = last - operator.started_at
+        _, server_cpu = await server_sample(self.kube)
+        operator_cpu = operator.cpu_seconds()
         if profiler is not None:
             await profiler.wait()
         settle = await operator.settled(limit=600)
@@ -991,6 +1029,9 @@ class ScaleRun:
             "posture_writes_per_namespace": writes.posture / self.count,
             "settled_after": settle,
             "rss": operator.memory(),
+            # Up to the moment every namespace was served (the Events that trail excluded).
+            "server_cpu_seconds": server_cpu - start.server_cpu,
+            "operator_cpu_seconds": operator_cpu,
         }
         say(
             f"fresh install: {converged:.2f} s,"
@@ -1153,6 +1194,7 @@ def report(results: dict[str, Any]) -> str:
     n = results["namespaces"]
     per = results["objects_per_namespace"]
     floor = results["floor"]
+    again = results["floor_again"]
     fresh = results["fresh_install"]
     restart = results["restart"]
     rest = results["at_rest"]
@@ -1164,6 +1206,7 @@ def report(results: dict[str, Any]) -> str:
     per_object = (after_restart - unselected - n * per_namespace) / (n * per)
 
     minimum = results["writes_per_namespace_minimum"]
+    posture = fresh["posture_writes_per_namespace"] * n
 
     def met(ok: bool) -> str:
         return "met" if ok else "**not met**"
@@ -1184,6 +1227,23 @@ def report(results: dict[str, Any]) -> str:
             f" ({(fresh['seconds'] - (fresh['synced_after'] or 0)) / floor['seconds']:.2f}x"
             " from caches synced)",
             f"≤ 1.5x: {met(fresh['ratio'] <= 1.5)}",
+        ),
+        (
+            "floor again, at the end of the run (the machine's drift)",
+            f"{again['seconds']:.1f} s",
+            f"{fresh['seconds'] / ((floor['seconds'] + again['seconds']) / 2):.2f}x"
+            " (install / mean of both floors)",
+            "",
+        ),
+        (
+            "CPU per 1,000 writes: API server / client, floor and install",
+            f"floor {_per_thousand(floor, 'server_cpu_seconds')} /"
+            f" {_per_thousand(floor, 'client_cpu_seconds')} s;"
+            f" install {fresh['server_cpu_seconds'] / posture * 1000:.2f} /"
+            f" {fresh['operator_cpu_seconds'] / posture * 1000:.2f} s"
+            " (the operator's from its start)",
+            "",
+            "",
         ),
         (
             "writes per namespace (objects + labels) / minimum",
@@ -1279,6 +1339,10 @@ def report(results: dict[str, Any]) -> str:
     lines = ["| what | measured | ratio | target |", "| --- | --- | --- | --- |"]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
     return "\n".join(lines)
+
+
+def _per_thousand(floor: dict[str, Any], key: str) -> str:
+    return f"{floor[key] / floor['writes_sent'] * 1000:.2f}"
 
 
 def machine() -> str:
