@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from baseline_operator.controller.main import event_loop_factory
 from baseline_operator.kube.client import (
     ApiError,
     Endpoint,
@@ -126,6 +127,20 @@ async def test_a_write_whose_fence_closes_before_its_bytes_leave_sends_nothing()
     """The fence is checked in the step that hands a write's bytes to the socket: a leader
     frozen after the earlier checks, with the write already handed to the HTTP client,
     sends not one byte of it on waking (not even the request line)."""
+    await _fence_closing_before_the_bytes_leave()
+
+
+def test_on_the_operators_event_loop_too_a_fenced_write_sends_nothing() -> None:
+    """The same on the loop `baseline-operator run` uses (uvloop's transports, not
+    asyncio's): the fence holds whichever loop hands the bytes over."""
+    factory = event_loop_factory()
+    assert factory is not None, "uvloop is a dependency of the operator on this platform"
+    with asyncio.Runner(loop_factory=factory) as runner:
+        assert type(runner.get_loop()).__module__.startswith("uvloop")
+        runner.run(_fence_closing_before_the_bytes_leave())
+
+
+async def _fence_closing_before_the_bytes_leave() -> None:
     server, port, received = await _raw_server(_OK)
     checks: list[bool] = []
     # Open before the request and once its slot is free; closed when its bytes would leave.

@@ -169,12 +169,25 @@ async def operator_in_process(
             await task
 
 
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop the operator runs on: uvloop's where it is installed (a dependency
+    wherever it builds), as kopf's own CLI does; else asyncio's (None). Measured on a real
+    API server, uvloop's transports and TLS take about a fifth off the operator's CPU per
+    write, and a fresh install converges that much sooner (docs/benchmarks.md)."""
+    try:
+        import uvloop  # noqa: PLC0415
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
 def run_operator(options: OperatorOptions) -> int:
     """Run the operator on the in-cluster credentials or the kubeconfig. A KubeconfigError
     (settings that cannot be read or are not supported) is raised before anything starts."""
     endpoint = load_endpoint()
     configure_logging(options.verbosity)
-    return asyncio.run(_run(endpoint, options))
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        return runner.run(_run(endpoint, options))
 
 
 async def _run(endpoint: Endpoint, options: OperatorOptions) -> int:
