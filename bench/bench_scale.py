@@ -959,20 +959,21 @@ class ScaleRun:
             if self.args.pods:
                 await self.pods(operator)
             # The floor once more, so that a drift of the machine's speed over the run shows.
-            for operator in self.operators:
-                if operator.alive():
-                    await operator.stop()
+            await self.stop_operators()
             await self.floor("floor_again", self.floor_again_names)
             self.results["peak_rss"] = max(value["VmHWM"] for value in _memories(self.results))
         finally:
-            for operator in self.operators:
-                if operator.alive():
-                    await operator.stop()
+            await self.stop_operators()
             await self.tracker.stop()
             if os.environ.get(KUBECONFIG_ENV):
                 await _clean_up(self)
             await self.kube.close()
         return self.results
+
+    async def stop_operators(self) -> None:
+        for running in self.operators:
+            if running.alive():
+                await running.stop()
 
     async def nothing_selected(self) -> None:
         """The operator with nothing to do: its floor of memory."""

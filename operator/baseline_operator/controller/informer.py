@@ -154,12 +154,12 @@ class Informer(Generic[E]):
                     version = None
                     continue
                 failures += 1
-                delay = self._restart_delay(failures)
+                delay = self._count_restart(failures)
                 log.info("watch interrupted", kind=self.kind.plural, error=str(exc), retry_in=delay)
                 await asyncio.sleep(delay)
             except Exception as exc:  # an informer never dies: it lists again, as a reflector
                 failures += 1
-                delay = self._restart_delay(failures)
+                delay = self._count_restart(failures)
                 log.warning(
                     "watch failed; listing again",
                     kind=self.kind.plural,
@@ -170,8 +170,9 @@ class Informer(Generic[E]):
                 version = None
                 await asyncio.sleep(delay)
 
-    def _restart_delay(self, failures: int) -> float:
-        """How long to wait before the watch starts again after `failures` in a row."""
+    def _count_restart(self, failures: int) -> float:
+        """Count a restart of the watch; how long to wait before it, after `failures` in a
+        row."""
         self.stats.watch_restarts += 1
         return min(0.5 * 2.0 ** (failures - 1), MAX_BACKOFF)
 
