@@ -28,7 +28,7 @@ import structlog
 
 from baseline_operator.controller.view import ClusterView
 from baseline_operator.kube.client import ApiError, KubeApi
-from baseline_operator.policy.diff import Apply, ApplyReason, Delete, observe, with_desired_hash
+from baseline_operator.policy.diff import Apply, ApplyReason, Delete, observe
 from baseline_operator.policy.names import is_managed
 from baseline_operator.policy.objects import NAMESPACE, ObjectRef, Ownership
 
@@ -131,9 +131,7 @@ class Writer:
     async def _create(self, item: Apply, seen: str | None) -> WriteFailure | None:
         ref = item.desired.ref
         try:
-            answer = await self.kube.create(
-                ref.kind, ref.namespace, with_desired_hash(item.desired)
-            )
+            answer = await self.kube.create(ref.kind, ref.namespace, item.body)
         except ApiError as exc:
             if not exc.already_exists:
                 raise
@@ -160,7 +158,7 @@ class Writer:
         longer wants.
         """
         ref = item.desired.ref
-        body = copy.deepcopy(with_desired_hash(item.desired))
+        body = copy.deepcopy(item.body)
         version = item.resource_version or self.view.version_of(ref)
         if version:
             body["metadata"]["resourceVersion"] = version
