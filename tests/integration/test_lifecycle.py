@@ -95,9 +95,13 @@ async def test_a_new_namespace_gets_every_object_with_one_write_each(cluster: Cl
         assert (await cluster.status("prod"))["namespaces"]["compliant"] == 1
 
 
-async def test_the_enforce_level_rises_only_after_its_dry_run(cluster: Cluster) -> None:
-    # Look before you leap: the dry run of the label change reaches the server before the
-    # labels that raise the level are written.
+async def test_raising_the_enforce_level_is_one_write_whose_answer_is_the_preview(
+    cluster: Cluster,
+) -> None:
+    # The API server checks the running pods against a raised enforce level in the label
+    # write itself and answers with a warning for each it would reject (the same check a
+    # dry run makes): no dry run first. tests/e2e/test_podsecurity.py shows those warnings
+    # reaching the status and an Event on a real API server.
     async with running_operator(cluster) as operator:
         await cluster.create_baseline(baseline(**FULL_SPEC))
         await operator.settled()
@@ -110,11 +114,35 @@ async def test_the_enforce_level_rises_only_after_its_dry_run(cluster: Cluster) 
         await operator.settled()
     path = "/api/v1/namespaces/team-a"
     on_namespace = [
-        (index, request.dry_run)
-        for index, request in enumerate(write_requests(cluster.emulator, include_dry_run=True))
+        request.dry_run
+        for request in write_requests(cluster.emulator, include_dry_run=True)
         if request.method == "PATCH" and request.path == path
     ]
-    assert [dry for _, dry in on_namespace] == [True, False], on_namespace
+    assert on_namespace == [False]
+
+
+async def test_an_audit_baseline_looks_at_the_enforce_level_with_a_dry_run_only(
+    cluster: Cluster,
+) -> None:
+    # Audit mode writes nothing: what a raised enforce level would reject is asked of the
+    # API server with a dry run of the label change.
+    async with running_operator(cluster) as operator:
+        await cluster.create_namespace("team-a", env="prod")
+        await cluster.create_baseline(baseline(**FULL_SPEC, mode="Audit"))
+
+        async def audited() -> bool:
+            return (await cluster.condition("prod", "Ready")).get("reason") == "Audited"
+
+        await eventually(audited)
+        await operator.settled()
+    path = "/api/v1/namespaces/team-a"
+    on_namespace = [
+        request.dry_run
+        for request in write_requests(cluster.emulator, include_dry_run=True)
+        if request.method == "PATCH" and request.path == path
+    ]
+    assert on_namespace == [True]
+    assert ENFORCE not in await cluster.labels("team-a")
 
 
 async def test_relabelled_namespace_loses_the_baselines_objects_and_labels(

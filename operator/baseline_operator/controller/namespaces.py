@@ -82,7 +82,8 @@ class NamespaceReconciler:
     # Conflicts of baselines that no longer select a namespace (a copy of their objects
     # left there), already posted as an Event: no status reports them.
     _orphan_conflicts: dict[str, frozenset[str]] = field(default_factory=dict)
-    # Pod Security previews by namespace and the labels they were made for.
+    # Pod Security previews (dry runs, for Audit mode) by namespace and the labels they
+    # were made for.
     _previews: dict[str, tuple[tuple[tuple[str, str], ...], tuple[str, ...]]] = field(
         default_factory=dict
     )
@@ -143,18 +144,20 @@ class NamespaceReconciler:
         observed = self.view.objects_in(name)
         changes = diff_namespace(plan.labels, plan.objects, state, observed, owners)
 
+        raising = changes.labels is not None and enforce_raised(state.labels, changes.labels)
+        failures, label_warnings = await self._execute(state, changes)
+        # The API server's warnings about running pods the raised enforce level would
+        # reject come with the label write itself (no dry run first: one request less per
+        # namespace); they stay in the report while that level holds.
         preview: tuple[str, ...] = ()
         enforced = plan.labels.get(level_key("enforce"))
-        if changes.labels is not None and enforce_raised(state.labels, changes.labels):
-            preview = await self._preview(name, changes.labels)
+        if raising and ObjectRef(NAMESPACE, None, name) not in failures:
+            preview = label_warnings
             self._raised[name] = (enforced, preview)
         elif name in self._raised and self._raised[name][0] == enforced:
-            # The warnings of the last raise stay in the report while that level holds.
             preview = self._raised[name][1]
         else:
             self._raised.pop(name, None)
-
-        failures = await self._execute(state, changes)
         if any(f.kind is FailureKind.NAMESPACE_GONE for f in failures.values()):
             # Deleted under our feet (the watch had not said so yet): not a failure.
             log.info("namespace went away while being reconciled", namespace=name)
@@ -323,21 +326,24 @@ class NamespaceReconciler:
 
     async def _execute(
         self, state: NamespaceState, changes: NamespaceChanges
-    ) -> dict[ObjectRef, WriteFailure]:
-        """Make the writes; the failures by object (the namespace itself for labels)."""
+    ) -> tuple[dict[ObjectRef, WriteFailure], tuple[str, ...]]:
+        """Make the writes; the failures by object (the namespace itself for labels), and
+        the API server's warnings on the label write."""
         outcomes = await asyncio.gather(
             *(self.writer.apply(item) for item in changes.applies),
             *(self.writer.delete(item) for item in changes.deletes),
         )
         failures = {failure.ref: failure for failure in outcomes if failure is not None}
-        if changes.labels is not None:
-            failure = await self.writer.apply_labels(state.name, changes.labels)
-            if failure is not None:
-                failures[failure.ref] = failure
-        return failures
+        if changes.labels is None:
+            return failures, ()
+        labelled = await self.writer.apply_labels(state.name, changes.labels)
+        if labelled.failure is not None:
+            failures[labelled.failure.ref] = labelled.failure
+        return failures, labelled.warnings
 
     async def _preview(self, namespace: str, labels: Mapping[str, str]) -> tuple[str, ...]:
-        """The API server's warnings about running pods the new enforce level would reject."""
+        """The API server's warnings about running pods the new enforce level would reject,
+        from a dry run (an Audit-mode baseline writes no labels)."""
         wanted = shared_label_items(labels)
         cached = self._previews.get(namespace)
         if cached is not None and cached[0] == wanted:

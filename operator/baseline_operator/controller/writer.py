@@ -73,6 +73,16 @@ def classify(ref: ObjectRef, error: ApiError) -> WriteFailure:
     return WriteFailure(ref, FailureKind.REFUSED, f"{ref}: {error}")
 
 
+@dataclass(frozen=True)
+class LabelsApplied:
+    """The outcome of applying a namespace's labels: a failure, or the API server's
+    warnings. Raising the Pod Security enforce level makes the server warn of every running
+    pod the new level would reject, in the answer to the write itself."""
+
+    failure: WriteFailure | None
+    warnings: tuple[str, ...] = ()
+
+
 @dataclass
 class Writer:
     kube: KubeApi
@@ -110,7 +120,7 @@ class Writer:
             self.view.kind_not_served(ref.kind)
         return failure
 
-    async def apply_labels(self, namespace: str, labels: dict[str, str]) -> WriteFailure | None:
+    async def apply_labels(self, namespace: str, labels: dict[str, str]) -> LabelsApplied:
         """Server-side apply of the operator's labels on a namespace (exactly this set)."""
         ref = ObjectRef(NAMESPACE, None, namespace)
         metadata: dict[str, Any] = {"name": namespace}
@@ -123,10 +133,10 @@ class Writer:
             )
         except ApiError as exc:
             if exc.not_found and not exc.kind_not_served:
-                return WriteFailure(ref, FailureKind.NAMESPACE_GONE, str(exc))
-            return classify(ref, exc)
+                return LabelsApplied(WriteFailure(ref, FailureKind.NAMESPACE_GONE, str(exc)))
+            return LabelsApplied(classify(ref, exc))
         self.view.wrote(ref, answer.body, seen=seen)
-        return None
+        return LabelsApplied(None, answer.warnings)
 
     async def _create(self, item: Apply, seen: str | None) -> WriteFailure | None:
         ref = item.desired.ref
