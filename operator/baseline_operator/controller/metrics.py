@@ -115,6 +115,7 @@ class OperatorMetrics:
             registry=self.registry,
         )
         self.registry.register(_StateCollector(self))
+        self._request_children: dict[tuple[str, int], tuple[Any, Any]] = {}
 
     def watch(self, state: Callable[[], MetricSamples | None]) -> None:
         """Read states from this running operator at scrape time."""
@@ -122,8 +123,18 @@ class OperatorMetrics:
 
     def on_request(self, method: str, path: str, status: int, seconds: float) -> None:
         """KubeApi's observer: one call per request answered (or not)."""
-        self.api_requests.labels(method, str(status)).inc()
-        self.api_latency.labels(method).observe(seconds)
+        # The labelled children are looked up once per verb and status (a handful), not
+        # per request: a fresh install makes tens of thousands.
+        children = self._request_children.get((method, status))
+        if children is None:
+            children = (
+                self.api_requests.labels(method, str(status)),
+                self.api_latency.labels(method),
+            )
+            self._request_children[(method, status)] = children
+        requests, latency = children
+        requests.inc()
+        latency.observe(seconds)
         if method in WRITE_VERBS and 200 <= status < 300:
             self.writes.labels(method, resource_of(path)).inc()
             if method == "PUT":

@@ -191,6 +191,7 @@ class KubeApi:
     def __post_init__(self) -> None:
         self._slots = asyncio.Semaphore(self.budget)
         self._session: aiohttp.ClientSession | None = None
+        self._request_timeout = aiohttp.ClientTimeout(total=self.timeout)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -199,8 +200,13 @@ class KubeApi:
             connector = aiohttp.TCPConnector(
                 ssl=self.endpoint.ssl_context(), limit=0, enable_cleanup_closed=True
             )
+            # No cookie jar: the API server sets no cookies, and a jar costs every request a
+            # look at it and every answer a parse of its headers into it.
             self._session = aiohttp.ClientSession(
-                base_url=None, connector=connector, headers=dict(self.endpoint.headers)
+                base_url=None,
+                connector=connector,
+                headers=dict(self.endpoint.headers),
+                cookie_jar=aiohttp.DummyCookieJar(),
             )
         return self._session
 
@@ -442,7 +448,7 @@ class KubeApi:
                 params=list(query),
                 data=data,
                 headers=headers,
-                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                timeout=self._request_timeout,
             ) as answer:
                 raw = await answer.read()
                 status = answer.status
