@@ -93,6 +93,22 @@ async def test_after_the_burst_events_go_out_at_the_rate() -> None:
     assert [recorder._wait_for_token() for _ in range(4)][:3] == [0.0, 0.0, 0.0]
 
 
+async def test_while_the_reconcilers_have_a_backlog_events_go_out_one_per_second() -> None:
+    api = RecordingApi()
+    clock = Clock()
+    busy = True
+    recorder = EventRecorder(  # type: ignore[arg-type]
+        api, rate=10.0, burst=3, busy_rate=1.0, busy=lambda: busy, clock=clock
+    )
+    waits: list[float] = []
+    for _ in range(4):
+        waits.append(recorder._wait_for_token())
+        clock.now += waits[-1]
+    assert waits == pytest.approx([0.0, 1.0, 1.0, 1.0])
+    busy = False  # the rollout is done: the burst was kept for it
+    assert [recorder._wait_for_token() for _ in range(4)] == pytest.approx([0.0, 0.0, 0.0, 0.1])
+
+
 async def test_a_full_buffer_drops_normal_events_and_a_warning_takes_a_normal_ones_place() -> None:
     recorder = EventRecorder(RecordingApi(), capacity=2)  # type: ignore[arg-type]
     recorder.on_namespace("a", None, NORMAL, "Applied", "x")

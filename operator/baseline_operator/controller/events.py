@@ -8,9 +8,10 @@ As client-go's event broadcaster does, recording only puts the Event in a bounde
 buffer; one sender posts them, one at a time, at a limited rate (a token bucket).
 A rollout over thousands of namespaces records one Event per namespace: posted at
 once, they would add a tenth to the rollout's requests and slow the writes that
-matter. So they trail behind it. When the buffer is full a Normal Event is dropped
-(the oldest Normal one gives way to a Warning), and the drops are counted
-(`baseline_operator_events_dropped_total`).
+matter. So they trail behind it: while the reconcilers have a backlog, Events go out
+at one per second, and the burst is kept for when the backlog is gone. When the buffer
+is full a Normal Event is dropped (the oldest Normal one gives way to a Warning), and
+the drops are counted (`baseline_operator_events_dropped_total`).
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ _MAX_MESSAGE = 1024
 EVENT_RATE = 10.0
 EVENT_BURST = 100
 EVENT_BUFFER = 5000
+# Events posted per second while the reconcilers have a backlog (a rollout under way).
+EVENT_RATE_BUSY = 1.0
 
 
 def now_rfc3339() -> str:
@@ -99,6 +102,9 @@ class EventRecorder:
     burst: int = EVENT_BURST
     capacity: int = EVENT_BUFFER
     clock: Callable[[], float] = time.monotonic
+    # Whether the reconcilers have work waiting: the posture's writes come first.
+    busy: Callable[[], bool] = lambda: False
+    busy_rate: float = EVENT_RATE_BUSY
 
     dropped: int = field(default=0, init=False)
     posted: int = field(default=0, init=False)
@@ -107,6 +113,7 @@ class EventRecorder:
     _wake: asyncio.Event = field(default_factory=asyncio.Event, init=False)
     _tokens: float = field(default=0.0, init=False)
     _filled_at: float | None = field(default=None, init=False)  # None: a full bucket at first
+    _sent_at: float = field(default=float("-inf"), init=False)  # when the last token was due
     # The last stamp made, shared by the Events recorded within the same second.
     _stamp: str = field(default="", init=False)
 
@@ -199,4 +206,9 @@ class EventRecorder:
         self._tokens = min(float(self.burst), self._tokens + (now - self._filled_at) * self.rate)
         self._filled_at = now
         self._tokens -= 1.0
-        return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
+        wait = 0.0 if self._tokens >= 0 else -self._tokens / self.rate
+        if self.busy():
+            # The bucket refills faster than this spends it: the burst is whole afterwards.
+            wait = max(wait, self._sent_at + 1.0 / self.busy_rate - now)
+        self._sent_at = now + wait
+        return wait

@@ -58,6 +58,11 @@ class WorkQueue:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
 
+    @property
+    def backlog(self) -> int:
+        """Keys ready to run that no worker has taken yet (delayed retries not counted)."""
+        return self._ready.qsize()
+
     def add(self, key: Hashable, delay: float = 0.0) -> None:
         self._added[key] = self._added.get(key, 0) + 1
         if delay > 0:

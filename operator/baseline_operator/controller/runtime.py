@@ -169,7 +169,8 @@ class Runtime:
         )
         if self.metrics is not None:
             self.metrics.watch(self.metric_samples)
-        self.events = events = EventRecorder(kube, options.instance)
+        queue = self.queue
+        self.events = events = EventRecorder(kube, options.instance, busy=lambda: queue.backlog > 0)
         writer = Writer(kube, self.view)
         self.brake = RemovalBrake(
             self.view,
