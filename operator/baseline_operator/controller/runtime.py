@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -66,7 +66,7 @@ from baseline_operator.policy.objects import (
     Body,
     ObjectRef,
 )
-from baseline_operator.policy.select import selects
+from baseline_operator.policy.select import selects, unserved_first
 from baseline_operator.policy.status import Result
 from baseline_operator.policy.workloads import NamespaceWorkloads, pod_essence, workload_status
 
@@ -289,13 +289,26 @@ class Runtime:
             self.enqueue_everything()
 
     def enqueue_everything(self) -> None:
-        names = self.view.namespace_names()
+        enforcing = [
+            entry.baseline
+            for entry in self.view.baselines().values()
+            if entry.enforcing and entry.baseline is not None
+        ]
+        names = unserved_first(
+            ((name, self._labels_of(name)) for name in self.view.namespace_names()),
+            enforcing,
+            self.options.namespace,
+        )
         self.queue.add_all(namespace_key(name) for name in names)
         if self.pods is not None:
             self.queue.add_all(workloads_key(name) for name in names)
         for name in self.view.baselines():
             self.queue.add(cluster_key(name))
         self.queue.add_all(exception_key(name) for name in sorted(self.view.exceptions()))
+
+    def _labels_of(self, namespace: str) -> Mapping[str, str]:
+        state = self.view.namespace(namespace)
+        return state.labels if state is not None else {}
 
     def _enqueue(self, key: Hashable, delay: float = 0.0) -> None:
         if self.ready.is_set():

@@ -53,6 +53,34 @@ def selects(
     return matches_selector(baseline.spec.namespace_selector, selectable_labels(labels))
 
 
+def unserved_first(
+    namespaces: Iterable[tuple[str, Mapping[str, str]]],
+    baselines: Iterable[SecurityBaseline],
+    operator_namespace: str = OPERATOR_NAMESPACE,
+) -> list[str]:
+    """Namespace names (with their labels), those that an enforcing baseline selects but
+    that do not carry its `applied.` mark first, in their order otherwise.
+
+    After a restart every namespace is looked at again; one created while the operator
+    was down (or newly selected) has no posture at all and is served before the thousands
+    that only need a check.
+    """
+    chosen = list(baselines)
+
+    def unserved(name: str, labels: Mapping[str, str]) -> bool:
+        return any(
+            f"{APPLIED_PREFIX}{baseline.name}" not in labels
+            and selects(baseline, name, labels, operator_namespace)
+            for baseline in chosen
+        )
+
+    first: list[str] = []
+    rest: list[str] = []
+    for name, labels in namespaces:
+        (first if unserved(name, labels) else rest).append(name)
+    return first + rest
+
+
 def selectable_labels(labels: Mapping[str, str]) -> dict[str, str]:
     """A namespace's labels without the operator's own `applied.` marks.
 
