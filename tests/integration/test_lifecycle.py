@@ -6,7 +6,10 @@ import asyncio
 import copy
 from typing import Any
 
+import pytest
+
 from baseline_operator.api.resource import parse_baseline
+from baseline_operator.controller.namespaces import NamespaceReconciler
 from baseline_operator.demo.emulator import write_requests
 from baseline_operator.policy.layering import plan_namespace
 from baseline_operator.policy.names import is_managed
@@ -411,6 +414,31 @@ async def test_a_restart_in_sync_writes_nothing(cluster: Cluster) -> None:
         await operator.settled(quiet=1.0)
         assert "team-a" in operator.runtime.status.outcomes_of("prod")
     assert write_requests_all(cluster)[before:] == []
+
+
+async def test_a_restart_serves_a_namespace_created_while_it_was_down_first(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for index in range(5):
+        await cluster.create_namespace(f"a-{index}", env="prod")
+    await cluster.create_baseline(baseline(**FULL_SPEC))
+    async with running_operator(cluster) as operator:
+        await operator.settled(quiet=1.0)
+    # Last in name order: queued by name, it would wait behind every namespace in place.
+    await cluster.create_namespace("z-new", env="prod")
+    order: list[str] = []
+    reconcile = NamespaceReconciler.reconcile
+
+    async def recorded(self: NamespaceReconciler, name: str) -> None:
+        order.append(name)
+        await reconcile(self, name)
+
+    monkeypatch.setattr(NamespaceReconciler, "reconcile", recorded)
+    async with running_operator(cluster) as operator:
+        await operator.settled(quiet=1.0)
+    assert order[0] == "z-new", order
+    assert (await cluster.labels("z-new")).get(ENFORCE) == "restricted"
+    assert {"a-0", "a-4"} <= set(order)  # the rest is still looked at
 
 
 async def test_injected_429_and_500_still_converge(cluster: Cluster) -> None:
