@@ -111,3 +111,24 @@ async def test_workers_bound_the_work_in_flight() -> None:
     await queue.join(keys)
     await queue.stop()
     assert peak == 3
+
+
+async def test_units_that_never_wait_leave_the_event_loop_to_others_between_them() -> None:
+    # A restart checks thousands of namespaces in place, none of which makes a request: the
+    # answers to a new namespace's writes must not wait for all of them.
+    runs = 0
+    runs_when_others_ran: list[int] = []
+
+    async def process(key: Hashable) -> None:
+        nonlocal runs
+        runs += 1
+
+    queue = WorkQueue(process, workers=4)
+    for index in range(1000):
+        queue.add(f"ns-{index}")
+    queue.start()
+    asyncio.get_running_loop().call_soon(lambda: runs_when_others_ran.append(runs))
+    await queue.join([f"ns-{index}" for index in range(1000)])
+    await queue.stop()
+    assert runs == 1000
+    assert runs_when_others_ran and runs_when_others_ran[0] <= 4

@@ -113,6 +113,11 @@ class WorkQueue:
 
     async def _work(self) -> None:
         while True:
+            # A unit that finds everything in place makes no request and so never yields;
+            # nor does taking the next key from a queue that holds some. Without this, a
+            # worker would check thousands of namespaces in one go (a restart, a resync)
+            # while the answers to another namespace's writes, and the watches, wait.
+            await asyncio.sleep(0)
             key = await self._ready.get()
             self._waiting.discard(key)
             self._since.pop(key, None)
