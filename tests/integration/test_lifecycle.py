@@ -57,6 +57,16 @@ async def managed_refs(
     return refs
 
 
+def namespace_patches(cluster: Cluster, namespace: str) -> list[bool]:
+    """Whether each PATCH of a namespace sent so far was a dry run, in order."""
+    path = f"/api/v1/namespaces/{namespace}"
+    return [
+        request.dry_run
+        for request in write_requests(cluster.emulator, include_dry_run=True)
+        if request.method == "PATCH" and request.path == path
+    ]
+
+
 async def test_a_new_namespace_gets_every_object_with_one_write_each(cluster: Cluster) -> None:
     async with running_operator(cluster) as operator:
         body = baseline(**FULL_SPEC)
@@ -115,13 +125,7 @@ async def test_raising_the_enforce_level_is_one_write_whose_answer_is_the_previe
 
         await eventually(raised)
         await operator.settled()
-    path = "/api/v1/namespaces/team-a"
-    on_namespace = [
-        request.dry_run
-        for request in write_requests(cluster.emulator, include_dry_run=True)
-        if request.method == "PATCH" and request.path == path
-    ]
-    assert on_namespace == [False]
+    assert namespace_patches(cluster, "team-a") == [False]  # not a dry run
 
 
 async def test_an_audit_baseline_looks_at_the_enforce_level_with_a_dry_run_only(
@@ -138,13 +142,7 @@ async def test_an_audit_baseline_looks_at_the_enforce_level_with_a_dry_run_only(
 
         await eventually(audited)
         await operator.settled()
-    path = "/api/v1/namespaces/team-a"
-    on_namespace = [
-        request.dry_run
-        for request in write_requests(cluster.emulator, include_dry_run=True)
-        if request.method == "PATCH" and request.path == path
-    ]
-    assert on_namespace == [True]
+    assert namespace_patches(cluster, "team-a") == [True]  # a dry run only
     assert ENFORCE not in await cluster.labels("team-a")
 
 

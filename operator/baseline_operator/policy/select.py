@@ -10,6 +10,7 @@ from baseline_operator.policy.names import (
     ALWAYS_EXCLUDED_NAMESPACES,
     APPLIED_PREFIX,
     OPERATOR_NAMESPACE,
+    applied_label,
 )
 
 
@@ -69,7 +70,7 @@ def unserved_first(
 
     def unserved(name: str, labels: Mapping[str, str]) -> bool:
         return any(
-            f"{APPLIED_PREFIX}{baseline.name}" not in labels
+            applied_label(baseline.name) not in labels
             and selects(baseline, name, labels, operator_namespace)
             for baseline in chosen
         )
