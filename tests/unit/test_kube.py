@@ -14,6 +14,7 @@ from baseline_operator.kube.client import (
     Endpoint,
     KubeApi,
     RetryPolicy,
+    _lines,
     _retriable,
     _split_warning_header,
     object_path,
@@ -28,6 +29,37 @@ def test_paths_of_core_grouped_and_cluster_scoped_objects() -> None:
         object_path(ObjectRef(NETWORK_POLICY, "team-a", "x"))
         == "/apis/networking.k8s.io/v1/namespaces/team-a/networkpolicies/x"
     )
+
+
+class _Chunks:
+    """A response body as the stream hands it over: in chunks cut anywhere."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = chunks
+
+    async def iter_any(self):  # type: ignore[no-untyped-def]
+        for chunk in self.chunks:
+            yield chunk
+
+
+async def _split(chunks: list[bytes]) -> list[bytes]:
+    return [line async for line in _lines(_Chunks(chunks))]  # type: ignore[arg-type]
+
+
+async def test_a_watch_stream_splits_into_its_lines_wherever_the_chunks_are_cut() -> None:
+    events = [json.dumps({"type": "ADDED", "object": {"n": i, "pad": "x" * i}}) for i in range(40)]
+    stream = ("\n".join(events) + "\n").encode()
+    for size in (1, 7, 64, 1000, len(stream)):
+        chunks = [stream[i : i + size] for i in range(0, len(stream), size)]
+        assert [line.decode() for line in await _split(chunks)] == events
+
+
+async def test_a_line_longer_than_any_chunk_blank_lines_and_an_unended_last_line() -> None:
+    huge = b"y" * 300_000
+    chunks = [b"a\n\n b", *[huge[i : i + 4096] for i in range(0, len(huge), 4096)], b"\n \nlast"]
+    assert await _split(chunks) == [b"a", b" b" + huge, b"last"]
+    assert await _split([]) == []
+    assert await _split([b"\n", b"  ", b"\n"]) == []
 
 
 def test_warning_headers_become_texts() -> None:

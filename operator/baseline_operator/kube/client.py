@@ -518,19 +518,24 @@ class _FencedBody(aiohttp.BytesPayload):
 
 async def _lines(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
     """Newline-separated chunks of a stream, of any length (an object may exceed the
-    reader's line limit)."""
-    buffer = b""
+    reader's line limit). Each byte is copied once: a chunk holds dozens of events while
+    a rollout streams, and cutting them off the front of a buffer one by one copied the
+    rest of the chunk for each."""
+    pending: list[bytes] = []  # the start of a line that has not ended yet
     async for chunk in content.iter_any():
-        buffer += chunk
-        while True:
-            end = buffer.find(b"\n")
-            if end < 0:
-                break
-            line, buffer = buffer[:end], buffer[end + 1 :]
-            if line.strip():
-                yield line
-    if buffer.strip():
-        yield buffer
+        *ended, rest = chunk.split(b"\n")
+        if ended:
+            if pending:
+                ended[0] = b"".join([*pending, ended[0]])
+                pending = []
+            for line in ended:
+                if line.strip():
+                    yield line
+        if rest:
+            pending.append(rest)
+    last = b"".join(pending)
+    if last.strip():
+        yield last
 
 
 def _parse(raw: bytes) -> Any:
