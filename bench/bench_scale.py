@@ -504,6 +504,44 @@ async def send_floor(endpoint: Endpoint, namespaces: list[str], baseline: str) -
     }
 
 
+# ----------------------------------------------------------------------------- the machine
+
+# A fixed loop, run every PROBE_PERIOD by a process of its own, timed by its own CPU clock:
+# waiting for a core is not counted, so what moves its time is the speed of the core it
+# ran on (a virtual machine's cores slow down when the host is busy). About 1 ms of one
+# core in 250.
+PROBE_PERIOD = 0.25
+PROBE_LOOP = 20_000
+
+
+def speed_probe_process(output: str) -> int:
+    """Append `wall-clock CPU-seconds-of-the-loop` lines to `output` until killed."""
+    with open(output, "a") as out:
+        while True:
+            started = time.thread_time()
+            total = 0
+            for i in range(PROBE_LOOP):
+                total += i * i
+            out.write(f"{time.time():.3f} {time.thread_time() - started:.7f}\n")
+            out.flush()
+            time.sleep(PROBE_PERIOD)
+
+
+def loop_seconds(samples: list[tuple[float, float]], start: float, end: float) -> float | None:
+    """The median CPU time of the probe's loop between two wall-clock times."""
+    inside = [took for at, took in samples if start <= at <= end]
+    return statistics.median(inside) if inside else None
+
+
+def read_probe(path: Path) -> list[tuple[float, float]]:
+    samples = []
+    for line in path.read_text().splitlines():
+        at, _, took = line.partition(" ")
+        with contextlib.suppress(ValueError):
+            samples.append((float(at), float(took)))
+    return samples
+
+
 # ----------------------------------------------------------------------------- watching
 
 
@@ -932,6 +970,32 @@ class ScaleRun:
             *command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
 
+    def profile_server(self, name: str) -> asyncio.Task[None] | None:
+        """With --profile: the API server's own CPU profile (Go pprof, /debug/pprof/profile)
+        over the same span, to compare where its time goes in the floor and the install."""
+        if not self.args.profile:
+            return None
+        output = Path(self.args.profile) / f"apiserver-{name}-{self.count}.pb.gz"
+        output.parent.mkdir(parents=True, exist_ok=True)
+        endpoint = self.cluster.configuration
+
+        async def fetch() -> None:
+            headers = {}
+            if (authorization := endpoint.authorization()) is not None:
+                headers["Authorization"] = authorization
+            url = endpoint.server.rstrip("/") + "/debug/pprof/profile"
+            connector = aiohttp.TCPConnector(ssl=endpoint.ssl_context())
+            timeout = aiohttp.ClientTimeout(total=self.args.profile_seconds + 60)
+            async with (
+                aiohttp.ClientSession(connector=connector, timeout=timeout) as session,
+                session.get(
+                    url, params={"seconds": str(self.args.profile_seconds)}, headers=headers
+                ) as answer,
+            ):
+                output.write_bytes(await answer.read())
+
+        return asyncio.create_task(fetch())
+
     async def window(self) -> Window:
         """The server's write counts and CPU and the benchmark's own writes, at the start of
         a phase."""
@@ -947,6 +1011,10 @@ class ScaleRun:
     async def measure(self) -> dict[str, Any]:
         await install(self.kube, self.operator_namespace)
         await self.tracker.start()
+        probe_file = self.workdir / "speed-probe.txt"
+        probe = await asyncio.create_subprocess_exec(
+            sys.executable, str(SCRIPT), "--speed-probe", str(probe_file)
+        )
         try:
             await self.bench.create_baseline(baseline_body(self.baseline))
             await self.nothing_selected()
@@ -962,13 +1030,29 @@ class ScaleRun:
             await self.stop_operators()
             await self.floor("floor_again", self.floor_again_names)
             self.results["peak_rss"] = max(value["VmHWM"] for value in _memories(self.results))
+            self.results["speed"] = self.speeds(read_probe(probe_file))
         finally:
+            probe.kill()
+            await probe.wait()
             await self.stop_operators()
             await self.tracker.stop()
             if os.environ.get(KUBECONFIG_ENV):
                 await _clean_up(self)
             await self.kube.close()
         return self.results
+
+    def speeds(self, samples: list[tuple[float, float]]) -> dict[str, float | None]:
+        """The probe's loop time during the floor, the install and the floor again."""
+        fresh = self.results["fresh_install"]
+        spans = {
+            key: (
+                self.results[key]["started"],
+                self.results[key]["started"] + self.results[key]["seconds"],
+            )
+            for key in ("floor", "floor_again")
+        }
+        spans["fresh_install"] = (fresh["started"], fresh["started"] + fresh["seconds"])
+        return {key: loop_seconds(samples, *span) for key, span in spans.items()}
 
     async def stop_operators(self) -> None:
         for running in self.operators:
@@ -1009,8 +1093,11 @@ class ScaleRun:
         process = await asyncio.create_subprocess_exec(
             sys.executable, str(SCRIPT), "--send-floor", str(task)
         )
+        server_profile = self.profile_server(key)
         if await asyncio.wait_for(process.wait(), timeout=3600) != 0:
             raise RuntimeError("the floor's client failed")
+        if server_profile is not None:
+            await server_profile
         sent = json.loads(task.read_text())["result"]
         counted = await self.writes_since(start)
         seen = await self.tracker.all_served(names, 120, "the floor's writes seen")
@@ -1019,6 +1106,7 @@ class ScaleRun:
             "writes_sent": sent["writes"],
             "writes_counted": counted.posture,
             "seen_after": seen - sent["started"],
+            "started": sent["started"],
             "client_cpu_seconds": sent["cpu_seconds"],
             "server_cpu_seconds": counted.server_cpu_seconds,
         }
@@ -1044,6 +1132,7 @@ class ScaleRun:
         start = await self.window()
         operator = self.new_operator()
         profiler = await self.profile(operator, "fresh-install")
+        server_profile = self.profile_server("fresh-install")
         limit = min(3600.0, 20 * self.floor_seconds + 120)
         last = await self.tracker.all_served(self.names, limit, "fresh install")
         converged = last - operator.started_at
@@ -1051,10 +1140,13 @@ class ScaleRun:
         operator_cpu = operator.cpu_seconds()
         if profiler is not None:
             await profiler.wait()
+        if server_profile is not None:
+            await server_profile
         settle = await operator.settled(limit=600)
         writes = await self.writes_since(start)
         self.results["fresh_install"] = {
             "seconds": converged,
+            "started": operator.started_at,
             "synced_after": operator.synced_after(),
             "ratio": converged / self.floor_seconds,
             "writes": writes.__dict__,
@@ -1267,6 +1359,7 @@ def report(results: dict[str, Any]) -> str:
             " (install / mean of both floors)",
             "",
         ),
+        *_speed_rows(results),
         (
             "CPU per 1,000 writes: API server / client, floor and install",
             f"floor {_per_thousand(floor, 'server_cpu_seconds')} /"
@@ -1373,6 +1466,27 @@ def report(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _speed_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """The machine's speed in the three timed phases: the probe's loop time (median), and
+    the install against the floors with each phase's time scaled by it."""
+    speed = results.get("speed") or {}
+    floor, again, fresh = (speed.get(key) for key in ("floor", "floor_again", "fresh_install"))
+    if not (floor and again and fresh):
+        return []
+    scaled = [
+        results[key]["seconds"] / speed[key] for key in ("floor", "floor_again", "fresh_install")
+    ]
+    return [
+        (
+            "the machine's speed: a fixed loop's CPU time, floor / install / floor again",
+            f"{floor * 1e3:.2f} / {fresh * 1e3:.2f} / {again * 1e3:.2f} ms",
+            f"{scaled[2] / scaled[0]:.2f}x, {scaled[2] / scaled[1]:.2f}x"
+            " (install / each floor, each phase's time divided by its loop time)",
+            "",
+        )
+    ]
+
+
 def _per_thousand(floor: dict[str, Any], key: str) -> str:
     return f"{floor[key] / floor['writes_sent'] * 1000:.2f}"
 
@@ -1406,7 +1520,10 @@ def main() -> int:
     parser.add_argument("--at-rest", type=int, default=50, help="namespaces and repairs")
     parser.add_argument("--json", default=None, help="also write the results here")
     parser.add_argument(
-        "--profile", default=None, help="a directory: py-spy samples the fresh install there"
+        "--profile",
+        default=None,
+        help="a directory: py-spy samples the fresh install there, and the API server's own"
+        " CPU profile (pprof) the floor and the fresh install",
     )
     parser.add_argument("--profile-seconds", type=int, default=60)
     parser.add_argument(
@@ -1421,9 +1538,12 @@ def main() -> int:
         " memory, one installed as the image installs it: `pip install .`, no extras",
     )
     parser.add_argument("--send-floor", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--speed-probe", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.send_floor:
         return floor_process(args.send_floor)
+    if args.speed_probe:
+        return speed_probe_process(args.speed_probe)
     return asyncio.run(main_async(args))
 
 
