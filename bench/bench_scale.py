@@ -799,6 +799,11 @@ class OperatorProcess:
             command += ["--metrics-address", f"127.0.0.1:{_free_port()}"]
         command += self.extra
         environment = {**os.environ, "KUBECONFIG": str(self.cluster.kubeconfig)}
+        if self.operator:
+            # An operator installed elsewhere (--operator) runs its own install: a
+            # PYTHONPATH set for the benchmark would have it import the source tree instead
+            # (compiled at every start where bytecode is not written).
+            environment.pop("PYTHONPATH", None)
         self.started_at = time.time()
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
